@@ -1,0 +1,77 @@
+"""Checkpoints behind one module (orbax-checkpoint ``CheckpointManager``, V0 API).
+
+Two managers under ``<workdir>/checkpoints``:
+
+* ``latest/`` keeps the newest ``keep`` checkpoints: the full training state (parameters, non-parameter model
+  state such as BatchNorm statistics, optimizer state, step, RNG) plus a JSON item with the data-iterator state and
+  the trainer's bookkeeping (best metric so far, bad-step count). ``--mode train`` resumes from it.
+* ``best/`` keeps the one checkpoint with the best value of the configured metric (e.g. lowest dev WER, highest
+  dev BLEU-4); ``--mode eval`` and the final evaluation read it.
+
+Both are written synchronously in the order of the calls, so a run killed at any point resumes from a complete
+checkpoint. Keeping this in one module means a move to orbax's V1 API touches one file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
+  policy = ocp.checkpoint_managers.LatestN(n=keep)
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False,
+                                         create=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs carrying the shardings of ``tree`` (the restore target)."""
+  def one(x):
+    if isinstance(x, jax.Array):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return x
+  return jax.tree.map(one, tree)
+
+
+class Checkpoints:
+  """Latest-N and best-by-metric checkpoints of one training run."""
+
+  def __init__(self, workdir: str, keep: int = 2):
+    root = os.path.join(workdir, "checkpoints")
+    self.latest = _manager(os.path.join(root, "latest"), keep)
+    self.best = _manager(os.path.join(root, "best"), 1)
+
+  def save(self, step: int, state: Any, meta: dict, is_best: bool = False) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    self.latest.save(step, args=args, force=True)
+    if is_best:
+      self.best.save(step, args=args, force=True)
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def best_step(self) -> int | None:
+    return self.best.latest_step()
+
+  def restore(self, which: str, target: Any, step: int | None = None) -> tuple[Any, dict, int]:
+    """Restores (state, meta, step) from 'latest' or 'best' (``step`` picks one checkpoint of 'latest')."""
+    manager = {"latest": self.latest, "best": self.best}[which]
+    if step is None:
+      step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no {which!r} checkpoint in {manager.directory}")
+    if step not in manager.all_steps():
+      raise FileNotFoundError(
+          f"no checkpoint at step {step} in {manager.directory}; available: {sorted(manager.all_steps())}")
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target)), meta=ocp.args.JsonRestore())
+    restored = manager.restore(step, args=args)
+    return restored["state"], restored["meta"], step
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()

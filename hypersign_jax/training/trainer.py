@@ -1,0 +1,299 @@
+"""The one generic training loop, used by every task.
+
+Sections, top to bottom: build (mesh, model, optimizer, shardings) -> the jitted train and eval steps -> restore
+-> the loop (log, evaluate, checkpoint, stop on repeated non-finite losses) -> final evaluation of the best
+checkpoint.
+
+Design (ARCHITECTURE.md §3): Flax NNX modules are split into pure state (``nnx.split``); the train step is a plain
+function of (state, batch) compiled once per batch shape with ``jax.jit``, explicit ``in_shardings`` /
+``out_shardings`` over a ('data', 'fsdp') mesh and donation of the old state. Dropout keys are derived from the
+run's base keys and the step number (``fold_in``), so a resumed run draws exactly the masks an uninterrupted one
+would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from hypersign_jax.tasks import base as task_base
+from hypersign_jax.training import checkpointing, optim, sharding
+from hypersign_jax.training import logging as train_logging
+
+
+class TrainingDiverged(RuntimeError):
+  """Raised when more than ``train.max_bad_steps`` steps had a non-finite loss or gradient."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Setup:
+  """Everything built once from the config."""
+  task: task_base.Task
+  mesh: jax.sharding.Mesh
+  graphdef_train: Any
+  graphdef_eval: Any
+  state: dict            # {'params', 'model_state', 'opt_state', 'rng', 'rng_count', 'step'}, sharded
+  state_shardings: Any
+  tx: optax.GradientTransformation
+  schedules: dict
+  steps_per_epoch: int
+  num_steps: int
+
+
+def build(config, task: task_base.Task | None = None) -> Setup:
+  task = task or task_base.get_task(config.task)(config)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  global_batch = config.train.batch_size
+  if global_batch % sharding.num_batch_shards(mesh):
+    raise ValueError(f"train.batch_size={global_batch} is not divisible by the {sharding.num_batch_shards(mesh)} "
+                     f"batch shards of the mesh {dict(mesh.shape)}")
+  steps_per_epoch = task.train_size() // global_batch
+  if steps_per_epoch < 1:
+    raise ValueError(f"train.batch_size={global_batch} is larger than the training set ({task.train_size()})")
+  if config.train.num_steps > 0:
+    num_steps = int(config.train.num_steps)
+  elif config.train.num_epochs > 0:
+    num_steps = int(round(config.train.num_epochs * steps_per_epoch))
+  else:
+    raise ValueError("set train.num_steps or train.num_epochs to a positive value")
+
+  model = task.build_model(nnx.Rngs(config.seed))
+  model.train()
+  graphdef_train, params, rng_keys, rng_count, model_state = nnx.split(
+      model, nnx.Param, nnx.RngKey, nnx.RngCount, ...)
+  model.eval()
+  graphdef_eval = nnx.graphdef(model)
+
+  accum = int(config.optimizer.get("grad_accum_steps", 1))
+  tx, schedules = optim.make_optimizer(config.optimizer, config.schedule, params,
+                                       max(1, steps_per_epoch // accum))
+  state = {
+      "params": params,
+      "model_state": model_state,
+      "opt_state": tx.init(params),
+      # Typed PRNG keys are stored as raw key data so that checkpoints hold plain integer arrays.
+      "rng": jax.tree.map(jax.random.key_data, rng_keys),
+      "rng_count": rng_count,
+      "step": jnp.zeros((), jnp.int32),
+  }
+  state_shardings = sharding.param_shardings(state, mesh, config.mesh.fsdp_min_size)
+  state = jax.device_put(state, state_shardings)
+  return Setup(task, mesh, graphdef_train, graphdef_eval, state, state_shardings, tx, schedules,
+               steps_per_epoch, num_steps)
+
+
+def _model_from_state(graphdef, state, step):
+  keys = jax.tree.map(lambda k: jax.random.fold_in(jax.random.wrap_key_data(k), step), state["rng"])
+  return nnx.merge(graphdef, state["params"], keys, state["rng_count"], state["model_state"], copy=True)
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------------------------
+def make_train_step(setup: Setup, accum: int):
+  task, tx, graphdef = setup.task, setup.tx, setup.graphdef_train
+  lr_fn = setup.schedules["default"]
+
+  def train_step(state, batch):
+    step = state["step"]
+
+    def loss_of(params):
+      model = _model_from_state(graphdef, {**state, "params": params}, step)
+      loss, metrics = task.loss_fn(model, batch)
+      new_model_state = nnx.split(model, nnx.Param, nnx.RngKey, nnx.RngCount, ...)[4]
+      return loss.astype(jnp.float32), (metrics, new_model_state)
+
+    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
+    updates, new_opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    ok = jnp.isfinite(loss) & _all_finite(grads)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    new_state = {
+        **state,
+        "params": keep(new_params, state["params"]),
+        "model_state": keep(new_model_state, state["model_state"]),
+        "opt_state": keep(new_opt_state, state["opt_state"]),
+        "step": step + 1,
+    }
+    out = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr_fn(step // accum),
+           "bad_step": (~ok).astype(jnp.int32), **metrics}
+    return new_state, out
+
+  return train_step
+
+
+def make_eval_step(setup: Setup):
+  task, graphdef = setup.task, setup.graphdef_eval
+
+  def eval_step(state, batch):
+    model = _model_from_state(graphdef, state, state["step"])
+    return task.eval_fn(model, batch)
+
+  return eval_step
+
+
+class _Jitted:
+  """Compiles a step per batch signature with explicit shardings (one compile per bucket shape)."""
+
+  def __init__(self, fn, setup: Setup, train: bool):
+    self._fn, self._setup, self._train = fn, setup, train
+    self._cache = {}
+
+  def __call__(self, state, batch):
+    sig = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items()))
+    jitted = self._cache.get(sig)
+    if jitted is None:
+      s = self._setup
+      batch_sh = sharding.batch_shardings(batch, s.mesh)
+      if self._train:
+        jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
+                         out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
+      else:
+        jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh))
+      self._cache[sig] = jitted
+    return jitted(state, batch)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+def evaluate(setup: Setup, eval_step, state, split: str, batch_size: int, workdir: str | None) -> dict:
+  host_batches, outputs = [], []
+  for batch in setup.task.eval_batches(split, batch_size):
+    device_part, _ = sharding.split_host_fields(batch)
+    out = eval_step(state, sharding.make_global_batch(device_part, setup.mesh))
+    if jax.process_count() > 1:
+      out = multihost_utils.process_allgather(out, tiled=True)
+    host_batches.append(batch)
+    outputs.append(jax.device_get(out))
+  if not host_batches:
+    raise ValueError(f"split {split!r} has no samples to evaluate")
+  return setup.task.compute_metrics(split, host_batches, outputs, workdir)
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+  if best is None:
+    return True
+  return value < best if mode == "min" else value > best
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------------
+def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None) -> dict:
+  """Trains (resuming from ``workdir`` if it has a checkpoint), then evaluates the best checkpoint."""
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  setup = build(config, task)
+  tcfg = config.train
+  accum = int(config.optimizer.get("grad_accum_steps", 1))
+  per_process_batch = tcfg.batch_size // jax.process_count()
+  ckpts = checkpointing.Checkpoints(workdir, keep=tcfg.keep_checkpoints)
+  logger = train_logging.MetricLogger(workdir, enabled=is_main, tensorboard=tcfg.get("tensorboard", True))
+  task = setup.task
+  metric_key = task.best_metric
+
+  train_iter = task.train_iterator(config.seed, per_process_batch, jax.process_index(), jax.process_count())
+  state = setup.state
+  meta = {"best": None, "best_step": None, "bad_steps": 0}
+  start = 0
+  if ckpts.latest_step() is not None:
+    state, saved_meta, start = ckpts.restore("latest", state)
+    train_iter.set_state(saved_meta.pop("iterator"))
+    meta.update(saved_meta)
+    logging.info("resumed from step %d in %s", start, workdir)
+  train_step = _Jitted(make_train_step(setup, accum), setup, train=True)
+  eval_step = _Jitted(make_eval_step(setup), setup, train=False)
+
+  eval_every = tcfg.eval_every_steps or (tcfg.eval_every_epochs * setup.steps_per_epoch)
+  ckpt_every = tcfg.checkpoint_every_steps
+  bar = train_logging.progress(setup.num_steps, initial=start, desc="train", enabled=is_main)
+  pending: list[dict] = []
+  t0 = time.time()
+  step = start
+  while step < setup.num_steps:
+    batch, _ = sharding.split_host_fields(next(train_iter))
+    state, out = train_step(state, sharding.make_global_batch(batch, setup.mesh))
+    pending.append(out)
+    step += 1
+    bar.update(1)
+    last = step == setup.num_steps
+    if step % tcfg.log_every == 0 or last:
+      values = jax.device_get(pending)
+      bad = int(sum(v["bad_step"] for v in values))
+      meta["bad_steps"] += bad
+      summary = {k: float(np.mean([v[k] for v in values])) for k in values[0] if k != "bad_step"}
+      summary.update(bad_steps=meta["bad_steps"], epoch=step / setup.steps_per_epoch,
+                     steps_per_sec=len(values) / max(time.time() - t0, 1e-9))
+      logger.write(step, "train", summary)
+      bar.set_postfix(loss=f"{summary['loss']:.4g}")
+      pending, t0 = [], time.time()
+      if meta["bad_steps"] > tcfg.max_bad_steps:
+        bar.close()
+        raise TrainingDiverged(
+            f"{meta['bad_steps']} steps had a non-finite loss or gradient (limit train.max_bad_steps="
+            f"{tcfg.max_bad_steps}); last logged loss {summary['loss']}. Lower the learning rate or check the data.")
+    do_eval = (eval_every > 0 and step % eval_every == 0) or last
+    if do_eval or (ckpt_every > 0 and step % ckpt_every == 0):
+      is_best = False
+      if do_eval:
+        metrics = evaluate(setup, eval_step, state, "dev", config.eval.batch_size, workdir)
+        logger.write(step, "dev", metrics)
+        if metric_key not in metrics:
+          raise KeyError(f"eval.metric={metric_key!r} is not among the dev metrics {sorted(metrics)}")
+        if _is_better(metrics[metric_key], meta["best"], task.best_mode):
+          meta["best"], meta["best_step"], is_best = float(metrics[metric_key]), step, True
+      ckpts.save(step, state, {**meta, "iterator": train_iter.get_state()}, is_best=is_best)
+  bar.close()
+
+  final = {}
+  if ckpts.best_step() is not None:
+    state, _, best_step = ckpts.restore("best", state)
+    for split in config.eval.final_splits:
+      metrics = evaluate(setup, eval_step, state, split, config.eval.batch_size, workdir)
+      logger.write(best_step, f"final/{split}", metrics)
+      final[split] = metrics
+    if is_main:
+      with open(os.path.join(workdir, "final_metrics.json"), "w", encoding="utf-8") as f:
+        json.dump({"best_step": best_step, **final}, f, indent=2)
+  logger.close()
+  ckpts.close()
+  return final
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=None,
+                        task: task_base.Task | None = None) -> dict:
+  """``--mode eval``: the best checkpoint of ``workdir`` (or the latest-kept one at ``step``) on each split."""
+  setup = build(config, task)
+  ckpts = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  if step is None:
+    state, _, step = ckpts.restore("best", setup.state)
+  else:
+    state, _, step = ckpts.restore("latest", setup.state, step=step)
+  eval_step = _Jitted(make_eval_step(setup), setup, train=False)
+  results = {}
+  for split in splits or config.eval.final_splits:
+    results[split] = evaluate(setup, eval_step, state, split, config.eval.batch_size, workdir)
+  ckpts.close()
+  return {"step": step, **results}
