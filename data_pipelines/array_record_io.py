@@ -37,29 +37,47 @@ def shard_paths(directory: str, split: str) -> list[str]:
 
 
 def write_split(directory: str, split: str, records: Sequence[dict] | Iterable[dict], num_shards: int = 1,
-                progress=None) -> int:
+                progress=None, count: int | None = None) -> int:
   """Encodes ``records`` into ``num_shards`` ArrayRecord files; returns the number written.
 
-  Records are assigned to shards in contiguous blocks, so reading the shards in order gives the input order.
+  Records are streamed (never all in memory) when their number is known: a sequence's ``len`` or ``count``, or
+  with one shard. Records go to shards in contiguous blocks, so reading the shards in order gives the input order.
   ``progress`` is an optional callable called once per record (e.g. a tqdm ``update``).
   """
-  records = list(records)
+  if count is None and hasattr(records, "__len__"):
+    count = len(records)
+  if count is None and num_shards > 1:
+    records = list(records)
+    count = len(records)
   os.makedirs(directory, exist_ok=True)
   for old in glob.glob(os.path.join(directory, f"{split}.array_record-*-of-*")):
     os.remove(old)
-  num_shards = max(1, min(num_shards, len(records) or 1))
-  per_shard = -(-len(records) // num_shards) if records else 0
-  for index in range(num_shards):
-    path = os.path.join(directory, SHARD_PATTERN.format(split=split, index=index, count=num_shards))
-    writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
-    try:
-      for record in records[index * per_shard:(index + 1) * per_shard]:
-        writer.write(records_lib.encode_record(record))
-        if progress is not None:
-          progress(1)
-    finally:
+  num_shards = 1 if count is None else max(1, min(num_shards, count or 1))
+  per_shard = -(-count // num_shards) if count else 0
+  written, writer, shard = 0, None, -1
+  try:
+    for record in records:
+      target = written // per_shard if per_shard else 0
+      if target != shard:
+        if writer is not None:
+          writer.close()
+        shard = target
+        path = os.path.join(directory, SHARD_PATTERN.format(split=split, index=shard, count=num_shards))
+        writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+      writer.write(records_lib.encode_record(record))
+      written += 1
+      if progress is not None:
+        progress(1)
+  finally:
+    if writer is not None:
       writer.close()
-  return len(records)
+  if count is not None and written > count:
+    raise ValueError(f"split {split!r}: expected at most {count} records, got {written}")
+  # Fewer records than announced (samples skipped while reading), or none: the remaining shards exist, empty.
+  for index in range(shard + 1, num_shards):
+    path = os.path.join(directory, SHARD_PATTERN.format(split=split, index=index, count=num_shards))
+    array_record_module.ArrayRecordWriter(path, "group_size:1").close()
+  return written
 
 
 class RecordSource(grain.sources.RandomAccessDataSource):

@@ -21,8 +21,7 @@ Errors a user can cause (missing path, wrong layout, bad frame, unknown gloss) e
 and exit code 2. ``--skip-bad-frames`` skips samples with unreadable frames instead; they are counted in the
 summary and listed in ``dataset_info.json``.
 
-Memory: ``array_record_io.write_split`` takes a whole split at once, so a split's records (frames included) are
-held in memory while it is written.
+Memory: each split is streamed into its shards; only annotations and sizes of the samples are kept in memory.
 """
 from __future__ import annotations
 
@@ -152,27 +151,38 @@ def _summary(values: Sequence[float]) -> dict | None:
           "mean": round(statistics.fmean(values), 3)}
 
 
+def light_record(record: dict) -> dict:
+  """What the build keeps of a record after writing it: annotations and sizes, no frames/arrays (bounded memory)."""
+  light = {k: record[k] for k in ("id", "split", "signer", "gloss", "text", "num_frames", "frame_size")
+           if k in record}
+  light["has_frames"] = bool(record.get("frames"))
+  light["has_keypoints"] = record.get("keypoints") is not None
+  light["feature_dims"] = {name: int(v.shape[1]) for name, v in (record.get("features") or {}).items()}
+  return light
+
+
 def split_statistics(records: Sequence[dict], num_skipped: int) -> dict:
+  """Statistics of a split from its light records (see ``light_record``)."""
   frames = [r["num_frames"] for r in records if r.get("num_frames") is not None]
   glosses = [len(r.get("gloss", "").split()) for r in records]
   sizes = collections.Counter(tuple(r["frame_size"]) for r in records if r.get("frame_size") is not None)
   features = {}
   for r in records:
-    for stream, value in (r.get("features") or {}).items():
-      features.setdefault(stream, int(value.shape[1]))
+    for stream, dim in r["feature_dims"].items():
+      features.setdefault(stream, dim)
   return {
       "num_examples": len(records),
       "num_skipped": num_skipped,
       "num_frames": _summary(frames),
       "num_frames_known": len(frames),
-      "with_frames": sum(1 for r in records if r.get("frames")),
+      "with_frames": sum(1 for r in records if r["has_frames"]),
       "glosses_per_sentence": _summary(glosses),
       "total_glosses": sum(glosses),
       "with_text": sum(1 for r in records if r.get("text")),
       "signers": sorted({str(r.get("signer", "unknown")) for r in records}),
       "frame_sizes": {f"{h}x{w}": n for (h, w), n in sizes.most_common()},
       "feature_dims": features,
-      "with_keypoints": sum(1 for r in records if r.get("keypoints") is not None),
+      "with_keypoints": sum(1 for r in records if r["has_keypoints"]),
   }
 
 
@@ -202,46 +212,59 @@ def build_dataset(dataset: str, root: str | None, out: str, *, splits: Sequence[
   for split in splits:
     source.check_split(split)
 
+  # Each split is streamed into its shards (frames never all in memory); only light records are kept for the
+  # vocabulary, the checks, the STM/CSV files and the statistics.
+  os.makedirs(out, exist_ok=True)
+  given_vocab = vocab is not None or getattr(getattr(source, "reader", None), "gloss_dict_path", None) is not None
   records_by_split: dict[str, list[dict]] = {}
+  num_skipped: dict[str, int] = {}
   for split in splits:
     before = len(source.skipped)
     bar = _progress(source.count(split), split, progress)
-    records = []
-    for record in source.read(split):
-      records.append(record)
-      bar.update(1)
+    light: list[dict] = []
+
+    def stream(split=split, light=light):
+      for record in source.read(split):
+        light.append(light_record(record))
+        yield record
+
+    array_record_io.write_split(out, split, stream(), num_shards=num_shards, progress=bar.update,
+                                count=source.count(split))
     bar.close()
-    if not records:
-      raise BuildError(f"split {split!r} of {dataset} has no samples"
-                       + (f" ({len(source.skipped) - before} skipped for bad frames)" if len(source.skipped) > before
-                          else ""))
-    ids = collections.Counter(r["id"] for r in records)
-    dupes = [i for i, n in ids.items() if n > 1]
-    if dupes:
-      raise BuildError(f"split {split!r} has duplicate sample ids: {dupes[:10]}")
-    records_by_split[split] = records
+    num_skipped[split] = len(source.skipped) - before
+    try:
+      if not light:
+        raise BuildError(f"split {split!r} of {dataset} has no samples"
+                         + (f" ({num_skipped[split]} skipped for bad frames)" if num_skipped[split] else ""))
+      ids = collections.Counter(r["id"] for r in light)
+      dupes = [i for i, n in ids.items() if n > 1]
+      if dupes:
+        raise BuildError(f"split {split!r} has duplicate sample ids: {dupes[:10]}")
+    except BuildError:
+      for path in array_record_io.shard_paths(out, split):
+        os.remove(path)
+      raise
+    records_by_split[split] = light
 
   vocabulary, vocab_source = _vocabulary(source, records_by_split, available, vocab)
-  for split, records in records_by_split.items():
-    try:
-      vocabulary.check_records(records)
-    except UnknownGlossError as e:
-      e.args = (f"split {split!r}: {e} (vocabulary: {vocab_source})",)
-      raise
+  if given_vocab:
+    for split, records in records_by_split.items():
+      try:
+        vocabulary.check_records(records)
+      except UnknownGlossError as e:
+        for path in array_record_io.shard_paths(out, split):
+          os.remove(path)
+        e.args = (f"split {split!r}: {e} (vocabulary: {vocab_source})",)
+        raise
 
-  os.makedirs(out, exist_ok=True)
   vocabulary.save_json(os.path.join(out, VOCAB_FILE))
   info_splits = {}
   for split, records in records_by_split.items():
-    bar = _progress(len(records), f"write {split}", progress)
-    array_record_io.write_split(out, split, records, num_shards=num_shards, progress=bar.update)
-    bar.close()
     sclite_files.write_stm(os.path.join(out, f"{split}.stm"),
                            [(r["id"], str(r.get("signer") or "unknown"), r.get("gloss", "")) for r in records])
     if dataset == "synthetic":
       corpus_csv.write_corpus_csv(os.path.join(out, "corpus", f"{source.name}.{split}.corpus.csv"), records)
-    num_skipped = sum(1 for s in source.skipped if s[0] == split)
-    info_splits[split] = split_statistics(records, num_skipped)
+    info_splits[split] = split_statistics(records, num_skipped[split])
 
   info = {
       "name": source.name,

@@ -85,3 +85,16 @@ def test_batch_not_divisible_names_the_field():
   mesh = sharding.make_mesh(1, 1)
   out = sharding.make_global_batch({"x": np.zeros((3, 2), np.float32)}, mesh)
   assert out["x"].shape == (3, 2)
+
+
+def test_nested_batches_split_and_shard():
+  batch = {"features": {"rgb": np.ones((2, 3, 4), np.float32), "names": np.array(["a", "b"], object)},
+           "id": ["x", "y"], "valid": np.ones(2, np.float32)}
+  device, host = sharding.split_host_fields(batch)
+  assert set(device) == {"features", "valid"} and set(device["features"]) == {"rgb"}
+  assert host == {"features": {"names": batch["features"]["names"]}, "id": ["x", "y"]}
+  mesh = sharding.make_mesh(1, 1)
+  out = sharding.make_global_batch(device, mesh)
+  assert out["features"]["rgb"].shape == (2, 3, 4)
+  assert sharding.batch_signature(device) == (("['features']['rgb']", (2, 3, 4), "float32"),
+                                              ("['valid']", (2,), "float32"))

@@ -74,10 +74,17 @@ def num_batch_shards(mesh: jax.sharding.Mesh) -> int:
 
 
 def split_host_fields(batch: dict) -> tuple[dict, dict]:
-  """Splits a host batch into numeric arrays (sent to devices) and everything else (ids, texts: host only)."""
+  """Splits a (possibly nested) host batch into numeric arrays (sent to devices) and everything else (ids, texts:
+  host only). Nested dicts (e.g. per-stream features) are split recursively."""
   device, host = {}, {}
   for key, value in batch.items():
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+    if isinstance(value, dict):
+      d, h = split_host_fields(value)
+      if d:
+        device[key] = d
+      if h:
+        host[key] = h
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
       device[key] = value
     else:
       host[key] = value
@@ -87,16 +94,23 @@ def split_host_fields(batch: dict) -> tuple[dict, dict]:
 def make_global_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
   """Process-local NumPy batch (this host's rows) -> global jax.Arrays sharded over the batch axes."""
   shards = num_batch_shards(mesh)
-  out = {}
-  for key, value in batch.items():
+
+  def one(path, value):
     global_rows = value.shape[0] * jax.process_count()
     if global_rows % shards:
       raise ValueError(
-          f"batch field {key!r}: global batch size {global_rows} is not divisible by the {shards} batch shards of "
-          f"the mesh {dict(mesh.shape)}; change the batch size or mesh.data/mesh.fsdp")
-    out[key] = jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
-  return out
+          f"batch field {jax.tree_util.keystr(path)}: global batch size {global_rows} is not divisible by the "
+          f"{shards} batch shards of the mesh {dict(mesh.shape)}; change the batch size or mesh.data/mesh.fsdp")
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
+
+  return jax.tree_util.tree_map_with_path(one, batch)
 
 
 def batch_shardings(batch: dict, mesh: jax.sharding.Mesh) -> dict:
-  return {key: batch_sharding(mesh, np.ndim(value)) for key, value in batch.items()}
+  return jax.tree.map(lambda value: batch_sharding(mesh, np.ndim(value)), batch)
+
+
+def batch_signature(batch: dict) -> tuple:
+  """Hashable (path, shape, dtype) signature of a batch: one compiled step per signature."""
+  return tuple((jax.tree_util.keystr(path), tuple(v.shape), str(v.dtype))
+               for path, v in jax.tree_util.tree_leaves_with_path(batch))

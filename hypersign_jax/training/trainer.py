@@ -158,7 +158,7 @@ class _Jitted:
     self._cache = {}
 
   def __call__(self, state, batch):
-    sig = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items()))
+    sig = sharding.batch_signature(batch)
     jitted = self._cache.get(sig)
     if jitted is None:
       s = self._setup
