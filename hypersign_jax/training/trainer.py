@@ -70,7 +70,7 @@ def build(config, task: task_base.Task | None = None) -> Setup:
   else:
     raise ValueError("set train.num_steps or train.num_epochs to a positive value")
 
-  model = task.build_model(nnx.Rngs(config.seed))
+  model = init_model(task, config.seed)
   model.train()
   graphdef_train, params, rng_keys, rng_count, model_state = nnx.split(
       model, nnx.Param, nnx.RngKey, nnx.RngCount, ...)
@@ -93,6 +93,18 @@ def build(config, task: task_base.Task | None = None) -> Setup:
   state = jax.device_put(state, state_shardings)
   return Setup(task, mesh, graphdef_train, graphdef_eval, state, state_shardings, tx, schedules,
                steps_per_epoch, num_steps)
+
+
+def init_model(task: task_base.Task, seed: int) -> nnx.Module:
+  """Builds the task's model with all initialisers in one compiled program.
+
+  Eager initialisation compiles one small random-number program per distinct parameter shape (seconds each on a
+  CPU for a SlowFast backbone); tracing the whole construction under ``jax.jit`` compiles once.
+  """
+  abstract = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(seed)))
+  graphdef = nnx.graphdef(abstract)
+  state = jax.jit(lambda: nnx.state(task.build_model(nnx.Rngs(seed))))()
+  return nnx.merge(graphdef, state)
 
 
 def _model_from_state(graphdef, state, step):
