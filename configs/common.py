@@ -40,7 +40,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       groups=ml_collections.ConfigDict(),  # {name: {'pattern': regex on 'a/b/c' path, 'lr': float}}
   ))
   c.schedule = ml_collections.ConfigDict(dict(
-      name="constant", unit="step", milestones=(), gamma=0.1, total=1.0, eta_min_ratio=0.0, warmup=0))
+      name="constant", unit="step", milestones=(), gamma=0.1, total=1.0, eta_min_ratio=0.0, warmup=0,
+      offset=0))
 
   c.eval = ml_collections.ConfigDict(dict(
       metric="loss", mode="min",  # model selection on dev

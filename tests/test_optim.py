@@ -97,3 +97,11 @@ def test_clipping_and_accumulation():
   u4, st = tx.update({"w": jnp.array([0.1, 0.2])}, st, params)   # mean norm < 0.5: unclipped
   np.testing.assert_allclose(u3["w"], 0.0)
   np.testing.assert_allclose(u4["w"], -np.array([0.1, 0.1]), rtol=1e-6)
+
+
+def test_epoch_offset_reproduces_a_scheduler_stepped_at_epoch_start():
+  _, s = cfgs()
+  s.update(dict(name="cosine", unit="epoch", total=40, eta_min_ratio=0.0, offset=1))
+  sched = optim.make_schedule(s, 1.0, steps_per_epoch=5)
+  assert float(sched(0)) == pytest.approx(0.5 * (1 + np.cos(np.pi / 40)))   # epoch 0
+  assert float(sched(39 * 5 + 4)) == pytest.approx(0.0, abs=1e-7)           # last epoch: 0

@@ -280,8 +280,14 @@ class MBartForConditionalGeneration(nnx.Module):
 
   # ----------------------------------------------------------------------------------------------- pieces
   def embed_tokens(self, ids: Array) -> Array:
-    """(B, T) ids -> (B, T, D) token embeddings times embed_scale (HF's `embed_tokens`)."""
-    return self.model.shared(ids) * jnp.asarray(self.config.embed_scale, self.config.dtype)
+    """(B, T) ids -> (B, T, D) token embeddings times embed_scale (HF's `embed_tokens`).
+
+    As HF's ``Embedding(padding_idx=pad)``, the pad row receives no gradient from lookups (it still gets one
+    through the tied output projection).
+    """
+    emb = self.model.shared(ids)
+    emb = jnp.where((ids == self.config.pad_token_id)[..., None], jax.lax.stop_gradient(emb), emb)
+    return emb * jnp.asarray(self.config.embed_scale, self.config.dtype)
 
   def lm_logits(self, hidden: Array) -> Array:
     """(..., D) decoder states -> (..., V) float32 logits: hidden @ shared^T + final_logits_bias."""

@@ -22,6 +22,8 @@ Config fields (``config.optimizer``)::
     milestones (multistep) boundaries in `unit`s; gamma = factor at each
     total      (cosine) length in `unit`s; eta_min_ratio = final lr / base lr
     warmup     linear warm-up length in steps (0 = none)
+    offset     added to the schedule position (in `unit`s): 1 reproduces a PyTorch scheduler stepped at the *start*
+               of each epoch (epoch e uses the value the schedule has at e + 1), as HyperSign does
 """
 from __future__ import annotations
 
@@ -57,10 +59,11 @@ def make_schedule(cfg, base_lr: float, steps_per_epoch: int) -> Callable[[jnp.nd
   else:
     raise ValueError(f"schedule.name must be one of constant, cosine, multistep; got {name!r}")
   warmup = int(cfg.get("warmup", 0))
+  offset = float(cfg.get("offset", 0))
 
   def schedule(count):
     count = jnp.asarray(count)
-    t = (count // per).astype(jnp.float32)
+    t = (count // per).astype(jnp.float32) + offset
     lr = base_lr * shape(t)
     if warmup > 0:
       lr = lr * jnp.minimum(1.0, (count.astype(jnp.float32) + 1) / warmup)
