@@ -92,7 +92,11 @@ def main(argv: list[str]) -> None:
     config.task  # pylint: disable=pointless-statement  (surfaces a config file that failed to load)
   except Exception as e:  # pylint: disable=broad-except
     _fail(f"could not load the config: {type(e).__name__}: {e}")
-  from hypersign_jax.training import trainer  # pylint: disable=import-outside-toplevel  (keeps --help fast)
+  import jax  # pylint: disable=import-outside-toplevel  (keeps --help fast)
+  # Compiled programs are cached on disk: a second run of the same config skips most XLA compilation.
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(
+      "HYPERSIGN_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "hypersign_jax", "xla")))
+  from hypersign_jax.training import trainer  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; metrics are printed by the trainer
   if _MODE.value == "train":
     results = trainer.train_and_evaluate(config, _WORKDIR.value)

@@ -30,6 +30,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       keep_checkpoints=2,
       max_bad_steps=30,         # stop after this many steps with a non-finite loss/gradient (skipped, counted)
       tensorboard=True,
+      fast_compile=False,       # compile steps with XLA's cheapest optimisation level (smoke runs on CPU)
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -15,7 +15,13 @@ from torch import nn
 
 from hypersign_jax.models import slowfast as sf
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_torch_grad():
+  """The references only run forward; restore autograd for the other test modules afterwards."""
+  with torch.no_grad():
+    yield
 
 
 # ----------------------------------------------------------------------------------------------------------

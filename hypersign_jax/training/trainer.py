@@ -103,7 +103,8 @@ def init_model(task: task_base.Task, seed: int) -> nnx.Module:
   """
   abstract = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(seed)))
   graphdef = nnx.graphdef(abstract)
-  state = jax.jit(lambda: nnx.state(task.build_model(nnx.Rngs(seed))))()
+  init = jax.jit(lambda: nnx.state(task.build_model(nnx.Rngs(seed)))).lower()
+  state = init.compile(compiler_options=FAST_COMPILE_OPTIONS)()  # runs once: compile time is what matters
   return nnx.merge(graphdef, state)
 
 
@@ -161,11 +162,16 @@ def make_eval_step(setup: Setup):
   return eval_step
 
 
+# XLA options that trade run-time speed for much shorter CPU compiles (init programs; `train.fast_compile`).
+FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 class _Jitted:
   """Compiles a step per batch signature with explicit shardings (one compile per bucket shape)."""
 
-  def __init__(self, fn, setup: Setup, train: bool):
+  def __init__(self, fn, setup: Setup, train: bool, fast_compile: bool = False):
     self._fn, self._setup, self._train = fn, setup, train
+    self._options = FAST_COMPILE_OPTIONS if fast_compile else None
     self._cache = {}
 
   def __call__(self, state, batch):
@@ -179,6 +185,7 @@ class _Jitted:
                          out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
       else:
         jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh))
+      jitted = jitted.lower(state, batch).compile(compiler_options=self._options)
       self._cache[sig] = jitted
     return jitted(state, batch)
 
@@ -234,8 +241,9 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
     train_iter.set_state(saved_meta.pop("iterator"))
     meta.update(saved_meta)
     logging.info("resumed from step %d in %s", start, workdir)
-  train_step = _Jitted(make_train_step(setup, accum), setup, train=True)
-  eval_step = _Jitted(make_eval_step(setup), setup, train=False)
+  fast = bool(tcfg.get("fast_compile", False))
+  train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast)
+  eval_step = _Jitted(make_eval_step(setup), setup, train=False, fast_compile=fast)
 
   eval_every = tcfg.eval_every_steps or (tcfg.eval_every_epochs * setup.steps_per_epoch)
   ckpt_every = tcfg.checkpoint_every_steps
