@@ -6,6 +6,10 @@ Compare the samples/s with the model's consumption rate (samples/s of the train 
 pipeline can keep up; raise ``read_threads`` / ``worker_processes`` on machines with more cores.
 
   python -m benchmarks.data_pipeline [--frames 100] [--batches 5] [--threads 1] [--only video64,...]
+  python -m benchmarks.data_pipeline --model configs/slowfastsign_synthetic.py [--model configs/hypersign_synthetic.py]
+
+``--model CONFIG`` measures, in the same run, a task's own training pipeline (its dataset, its pipeline config)
+against its compiled train step on those batches, and prints the ratio (> 1: the input pipeline keeps up).
 """
 from __future__ import annotations
 
@@ -68,6 +72,45 @@ def _measure(make_batches, num_batches: int, batch_size: int) -> tuple[float, fl
   return n / elapsed, 1000.0 * elapsed / n
 
 
+def model_consumption(config_path: str, steps: int, batches: int) -> dict:
+  """Samples/s of a task's train pipeline vs its compiled train step (same batches, same process)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from hypersign_jax.tasks import base  # pylint: disable=import-outside-toplevel
+  from hypersign_jax.training import sharding, trainer  # pylint: disable=import-outside-toplevel
+  path, _, variant = config_path.partition(":")
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant or None)
+  task = base.get_task(config.task)(config)
+  setup = trainer.build(config, task)
+  batch_size = config.train.batch_size
+  make = lambda: task.train_iterator(config.seed, batch_size)
+  pipe_sps, _ = _measure(make, batches, batch_size)
+  it = make()
+  host = [sharding.split_host_fields(next(it))[0] for _ in range(steps + 1)]
+  step = trainer._Jitted(trainer.make_train_step(setup, 1), setup, train=True)  # pylint: disable=protected-access
+  state, out = step(setup.state, sharding.make_global_batch(host[0], setup.mesh))  # compile (per bucket shape)
+  jax.block_until_ready(out)
+  timed, n = 0.0, 0
+  for batch in host[1:]:
+    device_batch = sharding.make_global_batch(batch, setup.mesh)
+    sig = sharding.batch_signature(device_batch)
+    if sig not in step._cache:  # pylint: disable=protected-access
+      state, out = step(state, device_batch)  # a new bucket shape: compile outside the timing
+      jax.block_until_ready(out)
+      continue
+    start = time.perf_counter()
+    state, out = step(state, device_batch)
+    jax.block_until_ready(out)
+    timed += time.perf_counter() - start
+    n += 1
+  model_sps = n * batch_size / timed if n else float("nan")
+  return {"config": config_path, "pipeline_samples_per_s": pipe_sps, "model_samples_per_s": model_sps,
+          "ratio": pipe_sps / model_sps, "timed_steps": n}
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--frames", type=int, default=100)
@@ -75,7 +118,18 @@ def main(argv=None) -> None:
   parser.add_argument("--batch_size", type=int, default=4)
   parser.add_argument("--threads", type=int, default=1)
   parser.add_argument("--only", default="")
+  parser.add_argument("--model", action="append", default=[],
+                      help="config[:variant] whose train pipeline is compared with its train step")
+  parser.add_argument("--model_steps", type=int, default=8)
   args = parser.parse_args(argv)
+  if args.model:
+    print(f"{'config':40s} | {'pipeline samples/s':>18s} | {'train step samples/s':>20s} | {'ratio':>6s}")
+    print("-" * 96)
+    for config_path in args.model:
+      r = model_consumption(config_path, args.model_steps, args.batches)
+      print(f"{config_path:40s} | {r['pipeline_samples_per_s']:18.1f} | {r['model_samples_per_s']:20.2f} | "
+            f"{r['ratio']:6.1f}   ({r['timed_steps']} timed steps)", flush=True)
+    return
 
   cases = [
       # name, kind, frame size, crop, image format, video_normalize
