@@ -1,0 +1,23 @@
+"""Every config file has a `smoke` variant, names a registered task, and rejects unknown variants."""
+import glob
+import importlib
+import os
+
+import pytest
+
+from hypersign_jax.tasks import base
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not os.path.basename(p).startswith(("__", "common")))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_has_smoke_variant_and_registered_task(name):
+  module = importlib.import_module(f"configs.{name}")
+  full, smoke = module.get_config(None), module.get_config("smoke")
+  base.get_task(full.task)
+  assert smoke.task == full.task
+  assert smoke.train.num_steps > 0 or smoke.train.num_epochs <= full.train.num_epochs
+  with pytest.raises(ValueError, match="variant"):
+    module.get_config("no_such_variant")
