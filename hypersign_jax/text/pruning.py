@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from hypersign_jax.text import mapping_files
 from hypersign_jax.text import tokenizer as tok
 
 
@@ -54,18 +55,8 @@ class PruneMap:
   @classmethod
   def load(cls, path: str | os.PathLike) -> "PruneMap":
     """`map_ids.json` ({old: new}) or HyperSign's `map_ids.pkl` / `old2new_vocab.pkl` (pickles: trusted files)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"pruning map {path!r} not found (map_ids.json, or HyperSign's map_ids.pkl)")
-    if path.endswith(".pkl"):
-      with open(path, "rb") as f:
-        data = pickle.load(f)
-    else:
-      with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, Mapping):
-      raise ValueError(f"{path!r}: expected a mapping old id -> new id, got {type(data).__name__}")
-    return cls(data)
+    return cls(mapping_files.load_mapping(path, "a pruning map: map_ids.json, or HyperSign's map_ids.pkl",
+                                          "old id -> new id"))
 
   def save_json(self, path: str | os.PathLike) -> None:
     with open(path, "w", encoding="utf-8") as f:

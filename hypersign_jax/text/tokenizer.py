@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from hypersign_jax.text import mapping_files
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -185,17 +187,8 @@ class GlossTokenizer:
   @classmethod
   def load(cls, path: str | os.PathLike, src_lang: str = "de_DGS", lower_case: bool = True) -> "GlossTokenizer":
     """`gloss2ids.json` ({gloss: id}) or SLRT's `gloss2ids.pkl` (a pickle: only pass a file you trust)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"gloss vocabulary {path!r} not found (gloss2ids.json or SLRT gloss2ids.pkl)")
-    if path.endswith(".pkl"):
-      with open(path, "rb") as f:
-        data = pickle.load(f)
-    else:
-      with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, Mapping):
-      raise ValueError(f"{path!r}: expected a mapping gloss -> id, got {type(data).__name__}")
+    data = mapping_files.load_mapping(path, "a gloss vocabulary: gloss2ids.json or SLRT gloss2ids.pkl",
+                                      "gloss -> id")
     return cls(data, src_lang, lower_case)
 
   def save_json(self, path: str | os.PathLike) -> None:
