@@ -91,8 +91,8 @@ class DShG(nnx.Module):
     return gamma * self.layernorm(g * l) + beta
 
 
-class PIG(nnx.Module):
-  """Each stream modulates itself; the modulated streams are summed and normalised."""
+class _FourGates(nnx.Module):
+  """γ/β gates computed from the global (rgb) and the local (keypoint) stream, and a final LayerNorm."""
 
   def __init__(self, dim: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.gamma_hypernet_rgb = _gate(dim, dtype, rngs)
@@ -100,6 +100,10 @@ class PIG(nnx.Module):
     self.gamma_hypernet_local = _gate(dim, dtype, rngs)
     self.beta_hypernet_local = _gate(dim, dtype, rngs)
     self.layernorm = _layer_norm(dim, dtype, rngs)
+
+
+class PIG(_FourGates):
+  """Each stream modulates itself; the modulated streams are summed and normalised."""
 
   def __call__(self, g: Array, l: Array) -> Array:
     """g, l (B, T, D) -> (B, T, D)."""
@@ -108,15 +112,8 @@ class PIG(nnx.Module):
     return self.layernorm(g2 + l2)
 
 
-class CIG(nnx.Module):
+class CIG(_FourGates):
   """Cross modulation: the global stream gates the local one and vice versa."""
-
-  def __init__(self, dim: int, *, dtype: Any = jnp.float32, rngs: nnx.Rngs):
-    self.gamma_hypernet_rgb = _gate(dim, dtype, rngs)
-    self.beta_hypernet_rgb = _gate(dim, dtype, rngs)
-    self.gamma_hypernet_local = _gate(dim, dtype, rngs)
-    self.beta_hypernet_local = _gate(dim, dtype, rngs)
-    self.layernorm = _layer_norm(dim, dtype, rngs)
 
   def __call__(self, g: Array, l: Array) -> Array:
     """g, l (B, T, D) -> (B, T, D)."""
