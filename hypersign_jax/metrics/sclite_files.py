@@ -58,23 +58,26 @@ def write_stm(path: str | os.PathLike, entries: Iterable[tuple[str, str, str]], 
     f.writelines(lines)
 
 
-def read_stm(path: str | os.PathLike) -> list[tuple[str, str, str]]:
-  """Reads an STM file into ``(utterance_id, signer, gloss_string)`` in file order.
-
-  Lines starting with ``;;`` (sclite comments) and blank lines are skipped. Words after the 6th field are joined
-  with single spaces; empty tokens are dropped (as the original python evaluator does).
-  """
-  out = []
+def _lines(path: str | os.PathLike, kind: str, layout: str):
+  """(line number, fields) of an STM/CTM file, skipping blank lines and ``;;`` comments; short lines raise."""
   with open(path, encoding='utf-8') as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip() or line.startswith(';;'):
         continue
       fields = line.split()
       if len(fields) < 5:
-        raise ValueError(f'{path}:{lineno}: an STM line needs at least 5 fields '
-                         f'(<id> <channel> <signer> <start> <end> [glosses]), got {line.rstrip()!r}')
-      out.append((fields[0], fields[2], ' '.join(fields[5:])))
-  return out
+        raise ValueError(f'{path}:{lineno}: a {kind} line needs at least 5 fields ({layout}), got {line.rstrip()!r}')
+      yield lineno, fields
+
+
+def read_stm(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+  """Reads an STM file into ``(utterance_id, signer, gloss_string)`` in file order.
+
+  Lines starting with ``;;`` (sclite comments) and blank lines are skipped. Words after the 6th field are joined
+  with single spaces; empty tokens are dropped (as the original python evaluator does).
+  """
+  return [(fields[0], fields[2], ' '.join(fields[5:]))
+          for _, fields in _lines(path, 'STM', '<id> <channel> <signer> <start> <end> [glosses]')]
 
 
 def write_ctm(path: str | os.PathLike, hyps: Iterable[tuple[str, Sequence[str]]], *, sort: bool = True,
@@ -114,17 +117,10 @@ def read_ctm(path: str | os.PathLike) -> dict[str, list[str]]:
   Lines of one utterance are ordered by their start time (stable), as sclite does.
   """
   rows: dict[str, list[tuple[float, int, str]]] = {}
-  with open(path, encoding='utf-8') as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip() or line.startswith(';;'):
-        continue
-      fields = line.split()
-      if len(fields) < 5:
-        raise ValueError(f'{path}:{lineno}: a CTM line needs 5 fields (<id> <channel> <start> <dur> <gloss>), '
-                         f'got {line.rstrip()!r}')
-      try:
-        start = float(fields[2])
-      except ValueError as e:
-        raise ValueError(f'{path}:{lineno}: start time {fields[2]!r} is not a number') from e
-      rows.setdefault(fields[0], []).append((start, lineno, fields[4]))
+  for lineno, fields in _lines(path, 'CTM', '<id> <channel> <start> <dur> <gloss>'):
+    try:
+      start = float(fields[2])
+    except ValueError as e:
+      raise ValueError(f'{path}:{lineno}: start time {fields[2]!r} is not a number') from e
+    rows.setdefault(fields[0], []).append((start, lineno, fields[4]))
   return {utt: [g for _, _, g in sorted(r) if g != EMPTY_TOKEN] for utt, r in rows.items()}
