@@ -9,7 +9,7 @@ resuming at step 0) loads.
 
 Sources: slowfastsign (``.pt``, task cslr), pyslowfast (Caffe2 ``.pkl`` backbone, task cslr; the temporal part stays
 at init), hf_mbart (HF directory, task g2t; or slt, where only the mBART is loaded), mmtlb_g2t (SLRT G2T ``.ckpt``,
-task g2t). ``hypersign`` (S2T ``.ckpt``) is not implemented yet.
+task g2t), hypersign (HyperSign S2T ``.ckpt``, task slt).
 
 The model is built from the config by the trainer (``trainer.build``: the task's ``build_model``, the optimizer and
 the sharded state layout), the converted variables replace its parameters and model state, and the state is saved
@@ -79,13 +79,12 @@ def _read_input(source: str, path: str) -> Any:
     return slowfastsign.extract_state_dict(engine.read_torch(path), path)
   if source == 'pyslowfast':
     return pyslowfast.read_pkl(path)
-  if source == 'mmtlb_g2t':
+  if source in ('mmtlb_g2t', 'hypersign'):
     return hypersign.extract_state_dict(engine.read_torch(path), path)
   if source == 'hf_mbart':
     hf_mbart.read_directory(path)  # validates; converted from the path later (pruning needs the model)
     return path
-  raise CliError(f"--source {source}: not implemented yet (HyperSign S2T .ckpt); use mmtlb_g2t for the G2T "
-                 "checkpoint or hf_mbart for the mBART part")
+  raise CliError(f'--source {source}: unknown source')
 
 
 def _convert(source: str, data: Any, model, task, ignore: Sequence[str], prune_map: str | None):
@@ -96,6 +95,8 @@ def _convert(source: str, data: Any, model, task, ignore: Sequence[str], prune_m
     return pyslowfast.convert(data, model, ignore=ignore)
   if source == 'mmtlb_g2t':
     return hypersign.convert_g2t(data, model, ignore=ignore)
+  if source == 'hypersign':
+    return hypersign.convert_s2t(data, model, ignore=ignore)
   # hf_mbart
   pm = prune_map if prune_map else getattr(task, 'prune_map', None)
   if hasattr(model, 'translation_network'):
@@ -131,9 +132,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args, overrides) -> int:
-  if args.source == 'hypersign':
-    raise CliError("--source hypersign: not implemented yet (HyperSign S2T .ckpt); use mmtlb_g2t for the G2T "
-                   "checkpoint or hf_mbart for the mBART part")
   config = load_config(args.config, overrides)
   allowed = TASKS[args.source]
   if config.task not in allowed:

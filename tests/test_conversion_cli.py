@@ -105,7 +105,7 @@ def test_malformed_inputs_exit_2_with_one_line(env, capsys, tmp_path):
       'not a readable PyTorch checkpoint': ('mmtlb_g2t', bad),
       'no such file': ('mmtlb_g2t', tmp_path / 'nope.ckpt'),
       'no config.json': ('hf_mbart', tmp_path),
-      'not implemented yet': ('hypersign', bad),
+      'converts into task slt': ('hypersign', bad),
   }
   sd = hypersign.g2t_to_torch(pure)
   del sd['translation_network.model.model.decoder.layers.0.fc1.bias']
