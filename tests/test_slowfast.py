@@ -17,7 +17,7 @@ from hypersign_jax.models import slowfast as sf
 
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _no_torch_grad():
   """The references only run forward; restore autograd for the other test modules afterwards."""
   with torch.no_grad():
