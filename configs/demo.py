@@ -1,6 +1,10 @@
-"""What `make demo` runs. Until the full recipe exists this is the smallest real task (toy regression)."""
-from configs import toy_regression
+"""What `make demo` runs: SlowFastSign CSLR on the built-in synthetic corpus (built on first use).
+
+Until the two-stream recipe exists (S2G-RGB, S2G-keypoint, extract, G2T, S2T), the demo is the CSLR stage.
+Variants: smoke.
+"""
+from configs import slowfastsign_synthetic
 
 
 def get_config(arg=None):
-  return toy_regression.get_config(arg)
+  return slowfastsign_synthetic.get_config(arg)
