@@ -7,4 +7,7 @@ from configs import slowfastsign_synthetic
 
 
 def get_config(arg=None):
-  return slowfastsign_synthetic.get_config(arg)
+  c = slowfastsign_synthetic.get_config(arg)
+  if not arg:
+    c.train.num_epochs = 1  # ~500 steps, ~20 min on 2 CPU cores: a demonstration, not a converged model
+  return c
