@@ -36,6 +36,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.reference import matmul_flops_per_s  # noqa: E402
 from configs import slowfastsign_phoenix2014, slowfastsign_synthetic  # noqa: E402
 from data_pipelines import batching  # noqa: E402
 from hypersign_jax.tasks import base as task_base  # noqa: E402
@@ -73,19 +74,6 @@ def analytic_train_gflops(frames: int, hidden: int = 1024, classes: int = PHOENI
   forward = backbone + tconv + lstm + classifier
   return {"t_pad": t_pad, "backbone_gflops": backbone, "tconv_gflops": tconv, "forward_gflops": forward,
           "train_gflops_3x_forward": 3 * forward}
-
-
-def matmul_flops_per_s(n: int, repeats: int) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(lambda x, y: x @ y)
-  f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2.0 * n**3 / min(times)
 
 
 def make_batch(config, frames: int, crop: int, num_glosses: int, classes: int, seed: int = 0) -> dict:

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks.reference import matmul_flops_per_s  # noqa: E402
 from configs import hypersign_phoenix2014t  # noqa: E402
 from hypersign_jax.models import fusion, mbart, psc, slt, sst, visual_head  # noqa: E402
 from hypersign_jax.tasks import slt as slt_task  # noqa: E402
@@ -55,19 +56,6 @@ def phoenix_model_config(layers: int | None) -> slt.SLTConfig:
       psc=psc.PSCConfig(final_step=m.psc.final_step),
       sst=sst.SSTConfig(video_dim=mb.d_model, text_dim=mb.d_model, sd_num=m.sst.sd_num, sd_dim=m.sst.sd_dim),
       mbart=mb, lang_id=6, eos_id=tok.EOS)
-
-
-def matmul_flops_per_s(n: int, repeats: int) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(lambda x, y: x @ y)
-  f(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    f(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2.0 * n**3 / min(times)
 
 
 def main(argv=None) -> int:
