@@ -52,6 +52,7 @@ from flax import nnx
 
 from data_pipelines import array_record_io
 from data_pipelines import pipeline as pipeline_lib
+from data_pipelines.batching import pick_bucket
 from hypersign_jax.decoding import beam_search
 from hypersign_jax.losses import xent
 from hypersign_jax.metrics import translation
@@ -178,12 +179,6 @@ class _TokenizingIterator:
     self._inner.set_state(state)
 
 
-def _bucket(length: int, buckets) -> int | None:
-  for b in sorted(buckets):
-    if length <= b:
-      return int(b)
-  return None
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Task
@@ -278,8 +273,8 @@ class G2TTask(base.Task):
         tgt = tgt[:max_tgt - 2] + tgt[-2:] if len(tgt) > max_tgt else tgt
       srcs.append(src)
       tgts.append(tgt)
-    s_len = _bucket(max(len(s) for s in srcs), d.src_buckets)
-    t_len = _bucket(max(len(t) for t in tgts), d.tgt_buckets)
+    s_len = pick_bucket(max(len(s) for s in srcs), sorted(d.src_buckets))
+    t_len = pick_bucket(max(len(t) for t in tgts), sorted(d.tgt_buckets))
     src_ids, src_mask = tok.pad_batch(srcs, s_len, self.glosses.pad_id)
     target = tok.encode_targets(tgts, self.lang_id, t_len)
     out = dict(batch)

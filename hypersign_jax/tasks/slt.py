@@ -45,6 +45,7 @@ from flax import nnx
 from data_pipelines import array_record_io
 from data_pipelines import pipeline as pipeline_lib
 from data_pipelines import vocab as vocab_lib
+from data_pipelines.batching import pick_bucket
 from hypersign_jax.decoding import beam_search
 from hypersign_jax.losses import ctc as ctc_lib
 from hypersign_jax.losses import hypersign as hs_losses
@@ -255,7 +256,7 @@ class SLTTask(g2t.G2TTask):
                            f"(data.tgt_buckets {tuple(d.tgt_buckets)}); raise it or set data.truncate=True")
         ids = ids[:max_tgt - 2] + ids[-2:]
       tgts.append(ids)
-    target = tok.encode_targets(tgts, self.lang_id, g2t._bucket(max(len(t) for t in tgts), d.tgt_buckets))  # pylint: disable=protected-access
+    target = tok.encode_targets(tgts, self.lang_id, pick_bucket(max(len(t) for t in tgts), sorted(d.tgt_buckets)))
     out.update(text=np.array(texts, dtype=object), labels=target["labels"],
                decoder_input_ids=target["decoder_input_ids"])
     return out
