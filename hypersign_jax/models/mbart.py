@@ -207,16 +207,23 @@ class MBartDecoderLayer(nnx.Module):
     return x + self.dropout(self.fc2(h)), new_cache  # (B, T, D)
 
 
-class MBartEncoder(nnx.Module):
-  """Embeddings (+ positions, `layernorm_embedding`) -> pre-LN layers -> `layer_norm`."""
+class _MBartStack(nnx.Module):
+  """Learned positions (offset 2), `layernorm_embedding`, a list of pre-LN layers, a final `layer_norm`."""
 
-  def __init__(self, cfg: MBartConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: MBartConfig, layer_cls: type, num_layers: int, *, rngs: nnx.Rngs):
     self.embed_positions = nnx.Embed(cfg.max_position_embeddings + POSITION_OFFSET, cfg.d_model, dtype=cfg.dtype,
                                      embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
     self.layernorm_embedding = _layer_norm(cfg.d_model, cfg, rngs)
-    self.layers = nnx.List([MBartEncoderLayer(cfg, rngs=rngs) for _ in range(cfg.encoder_layers)])
+    self.layers = nnx.List([layer_cls(cfg, rngs=rngs) for _ in range(num_layers)])
     self.layer_norm = _layer_norm(cfg.d_model, cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+
+
+class MBartEncoder(_MBartStack):
+  """Embeddings (+ positions, `layernorm_embedding`) -> pre-LN layers -> `layer_norm`."""
+
+  def __init__(self, cfg: MBartConfig, *, rngs: nnx.Rngs):
+    super().__init__(cfg, MBartEncoderLayer, cfg.encoder_layers, rngs=rngs)
 
   def __call__(self, inputs_embeds: Array, attention_mask: Array | None) -> Array:
     """inputs_embeds (B, S, D), already scaled; attention_mask (B, S) -> hidden states (B, S, D)."""
@@ -229,16 +236,11 @@ class MBartEncoder(nnx.Module):
     return self.layer_norm(x)
 
 
-class MBartDecoder(nnx.Module):
+class MBartDecoder(_MBartStack):
   """Token embeddings (+ positions, `layernorm_embedding`) -> pre-LN decoder layers -> `layer_norm`."""
 
   def __init__(self, cfg: MBartConfig, *, rngs: nnx.Rngs):
-    self.embed_positions = nnx.Embed(cfg.max_position_embeddings + POSITION_OFFSET, cfg.d_model, dtype=cfg.dtype,
-                                     embedding_init=nnx.initializers.normal(cfg.init_std), rngs=rngs)
-    self.layernorm_embedding = _layer_norm(cfg.d_model, cfg, rngs)
-    self.layers = nnx.List([MBartDecoderLayer(cfg, rngs=rngs) for _ in range(cfg.decoder_layers)])
-    self.layer_norm = _layer_norm(cfg.d_model, cfg, rngs)
-    self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+    super().__init__(cfg, MBartDecoderLayer, cfg.decoder_layers, rngs=rngs)
 
   def __call__(self, inputs_embeds: Array, positions: Array, self_mask: Array | None,
                cross_kv: list[tuple[Array, Array]], cross_mask: Array | None,
