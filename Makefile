@@ -1,4 +1,5 @@
-# Two commands: `make demo` and `make test`. Both bootstrap .venv on first use (idempotent).
+# Two commands: `make demo` (the two-stream recipe on the synthetic corpus, resumable) and `make test`. Both
+# bootstrap .venv on first use (idempotent).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
-	$(PY) main.py --config configs/demo.py --workdir $(WORKDIR)
+	$(PY) main.py --mode recipe --config configs/recipe_synthetic.py --workdir $(WORKDIR)
 
 clean:
 	rm -rf $(VENV) workdirs

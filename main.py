@@ -3,6 +3,9 @@
   python main.py --config configs/toy_regression.py:smoke --workdir /tmp/w            # train (resumes if possible)
   python main.py --config configs/toy_regression.py --workdir /tmp/w --mode eval      # evaluate the best checkpoint
   python main.py --config configs/x.py --workdir W --config.train.batch_size=4        # override a config field
+  python main.py --config configs/keypoint_s2g_synthetic.py --workdir W --mode extract  # S2G features -> dataset
+  python main.py --config configs/recipe_synthetic.py --workdir W --mode recipe       # S2G -> extract -> G2T -> S2T
+  JAX_COORDINATOR_ADDRESS=host0:12345 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 python main.py ...  # process 0 of 2
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "extract", "recipe")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a variant: configs/<task>_<dataset>.py[:smoke]. Fields can be "
@@ -22,9 +25,15 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the resolved config.json.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "train: train (resuming from workdir) then evaluate the best "
                           "checkpoint on dev and test; eval: evaluate a workdir's best (or --checkpoint_step) "
-                          "checkpoint.")
+                          "checkpoint; extract: write a trained S2G model's features of every split as a dataset "
+                          "(config keys extract.*, hypersign_jax/extraction.py); recipe: run a multi-stage recipe config "
+                          "(configs/recipe_*.py), each stage a subprocess, finished stages skipped on re-run.")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "--mode eval: evaluate this kept checkpoint instead of the best.")
 _SPLITS = flags.DEFINE_list("splits", None, "--mode eval: splits to evaluate (default: the config's eval.final_splits).")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "env", ("env", "auto", "off"), "Multi-process JAX (hypersign_jax/training/distributed.py): env = "
+    "jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID when they are set; "
+    "auto = JAX's cluster auto-detection (SLURM, Open MPI, TPU, ...); off = one process.")
 
 
 def _fail(message: str) -> None:
@@ -92,7 +101,21 @@ def main(argv: list[str]) -> None:
     config.task  # pylint: disable=pointless-statement  (surfaces a config file that failed to load)
   except Exception as e:  # pylint: disable=broad-except
     _fail(f"could not load the config: {type(e).__name__}: {e}")
+  if (config.task == "recipe") != (_MODE.value == "recipe"):
+    _fail("--mode recipe runs the recipe configs (configs/recipe_*.py), and those run only with --mode recipe")
+  if _MODE.value == "recipe":
+    from hypersign_jax.recipes import stages, two_stream  # pylint: disable=import-outside-toplevel
+    try:
+      two_stream.run(config, _WORKDIR.value)
+    except (stages.StageFailed, ValueError) as e:
+      _fail(str(e))
+    return
   import jax  # pylint: disable=import-outside-toplevel  (keeps --help fast)
+  from hypersign_jax.training import distributed  # pylint: disable=import-outside-toplevel
+  try:  # before any other JAX use
+    distributed.initialize(_DISTRIBUTED.value)
+  except distributed.Error as e:
+    _fail(str(e))
   # Compiled programs are cached on disk: a second run of the same config skips most XLA compilation.
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "HYPERSIGN_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "hypersign_jax", "xla")))
@@ -100,6 +123,12 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; metrics are printed by the trainer
   if _MODE.value == "train":
     results = trainer.train_and_evaluate(config, _WORKDIR.value)
+  elif _MODE.value == "extract":
+    from hypersign_jax import extraction  # pylint: disable=import-outside-toplevel
+    try:
+      results = extraction.extract_features(config, _WORKDIR.value)
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint, missing split, bad extract.* keys
+      _fail(" ".join(str(e).split()))
   else:
     results = trainer.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value, splits=_SPLITS.value)
   print(json.dumps(results, indent=2, default=float))

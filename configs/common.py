@@ -60,3 +60,14 @@ def parse_variant(arg: str | None, known: tuple[str, ...]) -> str:
   if arg not in ("",) + known:
     raise ValueError(f"unknown config variant {arg!r}; this config has: {', '.join(known) or 'none'}")
   return arg
+
+
+def extract_config(stream: str) -> ml_collections.ConfigDict:
+  """``--mode extract`` fields of the S2G configs (RGB ``cslr``, ``keypoint_s2g``); see hypersign_jax/extraction.py."""
+  return ml_collections.ConfigDict(dict(
+      out="",                                # '' = <workdir>/features_<stream>
+      stream=stream,                         # feature stream name in the written records ('rgb' / 'keypoint')
+      splits=("train", "dev", "test"),
+      batch_size=0,                          # 0 = eval.batch_size
+      checkpoint="auto",                     # 'auto' (best, else latest) | 'best' | 'latest'
+  ))

@@ -46,7 +46,10 @@ def g2t_config(data_dir: str, *, tgt_lang: str, src_lang: str, text_suffix: str 
       d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
       encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.3, attention_dropout=0.1, activation_dropout=0.0,
       max_position_embeddings=256, scale_embedding=True, init_std=0.02, activation_function="gelu",
-      pretrained=""))
+      pretrained="",
+      remat="none",       # 'layer': rematerialise each mBART encoder/decoder layer in the backward pass
+      remat_policy="",    # jax.checkpoint policy: '' (save nothing) | 'dots_saveable' | ... (models/remat.py)
+  ))
   c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.2))
   c.eval = ml_collections.ConfigDict(dict(
       metric="bleu4", mode="max", batch_size=32, final_splits=("dev", "test"), num_beams=5, length_penalty=1.0,

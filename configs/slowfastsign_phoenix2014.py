@@ -43,6 +43,8 @@ def slowfastsign_config(data_dir: str, cleanup: str, **pipeline_overrides) -> ml
   c.model.lstm_dropout = 0.3
   c.model.share_classifier = True
   c.model.pfe = True
+  c.model.remat = "none"       # SlowFast backbone: 'none' | 'block' (each ResBlock) | 'stage' (each ResStage)
+  c.model.remat_policy = ""    # jax.checkpoint policy: '' (save nothing) | 'dots_saveable' | ... (models/remat.py)
 
   c.loss = ml_collections.ConfigDict(dict(
       seq_ctc=1.0, conv_ctc=1.0, dist=25.0,  # per path
@@ -73,6 +75,7 @@ def slowfastsign_config(data_dir: str, cleanup: str, **pipeline_overrides) -> ml
   c.eval.cleanup = cleanup  # hypothesis cleanup before scoring (metrics/gloss_cleanup.py)
   c.eval.reference_stm = ""  # '' = <data.dir>/<split>.stm; else a path with {split}
   c.eval.decode_conv = False  # also decode the conv head (diagnostic 'conv_wer')
+  c.extract = common.extract_config("rgb")  # --mode extract: main-path BiLSTM features (T', hidden_size)
   return c
 
 

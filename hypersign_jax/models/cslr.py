@@ -15,7 +15,8 @@ The original's ``slr_network_multi.SLRModel`` (design/SLOWFASTSIGN.md §1 "Model
   gives the main-path-only graph; the PFE modules are not traced at all, so they are absent from the compiled
   inference program;
 * outputs per path: conv logits (from the TemporalConv features) and sequence logits (from the BiLSTM), both at the
-  temporal-conv rate, batch-major (B, T', C) (the original is time-major), plus the output lengths.
+  temporal-conv rate, batch-major (B, T', C) (the original is time-major), plus the output lengths;
+  ``sequence_features`` returns the main path's BiLSTM output (the classifier input) for feature extraction.
 
 Parameter names follow the original's state dict where possible: ``conv2d`` (backbone), ``main_temporal_conv`` /
 ``slow_temporal_conv`` / ``fast_temporal_conv`` (``conv1d.<x>_temporal_conv``), ``temporal_model[i]``
@@ -94,6 +95,13 @@ class SlowFastSign(nnx.Module):
   def features(self, video: jax.Array) -> jax.Array:
     """Per-frame backbone features (B, T, C_s + C_f)."""
     return self.conv2d(video)["fused"]
+
+  def sequence_features(self, video: jax.Array, video_lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The main path's classifier input: BiLSTM output (B, T', hidden_size) (zeros past each length) and the
+    int32 lengths (B,), at the temporal-conv rate. The same computation as ``__call__``'s main path up to the
+    classifier (what ``--mode extract`` writes as the 'rgb' stream)."""
+    x, lengths = self.main_temporal_conv(self.features(video).astype(self.config.dtype), video_lengths)
+    return self.temporal_model[0](x, lengths), lengths
 
   def __call__(self, video: jax.Array, video_lengths: jax.Array, *,
                branches: Sequence[str] | None = None) -> dict[str, Any]:

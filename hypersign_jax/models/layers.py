@@ -54,7 +54,10 @@ def l2_normalize(x: jax.Array, axis: int, eps: float = 1e-12) -> jax.Array:
 
 
 class NormLinear(nnx.Module):
-  """``x @ normalize(W, axis=0)`` with ``W`` (in, out), no bias (SlowFastSign's classifier)."""
+  """``x @ normalize(W, axis=0)`` with ``W`` (in, out), no bias (SlowFastSign's classifier).
+
+  The product runs in the compute dtype with float32 accumulation and the logits come out in float32 whatever
+  the compute dtype: they feed CTC and SeqKD, which are computed in float32 from unrounded logits."""
 
   def __init__(self, in_features: int, out_features: int, *, dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     gain = math.sqrt(2.0)
@@ -64,8 +67,7 @@ class NormLinear(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     w = l2_normalize(self.weight[...].astype(jnp.float32), axis=0).astype(self.dtype)
-    return jnp.einsum("...i,io->...o", x.astype(self.dtype), w, preferred_element_type=jnp.float32
-                      ).astype(self.dtype)
+    return jnp.einsum("...i,io->...o", x.astype(self.dtype), w, preferred_element_type=jnp.float32)
 
 
 def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:

@@ -23,6 +23,11 @@ Decoding: `init_cache` precomputes the cross-attention keys/values once and allo
 self-attention cache; `decode_step` consumes one token per sample and returns the logits and the new cache as a
 plain pytree (batch is axis 0 of every leaf), so a `lax.while_loop` beam search can carry and reorder it.
 
+Training at scale: `MBartConfig.remat='layer'` runs every encoder layer and every teacher-forced decoder layer
+under `jax.checkpoint` (policy `remat_policy`, models/remat.py; incremental decoding is never rematerialised);
+each layer's output carries a batch-sharding hint (`training/sharding.constrain_batch`, a no-op outside a mesh).
+With a bfloat16 compute dtype the attention scores, their softmax and the LM-head logits are float32.
+
 Parameter paths mirror HF's module names (`model.shared`, `model.encoder.layers.N.self_attn.q_proj`, `fc1`,
 `self_attn_layer_norm`, `encoder_attn`, `layernorm_embedding`, `layer_norm`, `final_logits_bias`) with Flax leaf
 names (`kernel` (in, out), `bias`, `scale`, `embedding`), so a converter maps them one to one.
@@ -37,12 +42,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hypersign_jax.models import remat as remat_lib
+from hypersign_jax.training import sharding
+
 Array = jax.Array
 # Cache pytree: {'encoder_mask': (B, S) bool, 'layers': tuple of per-layer dicts with
 # 'self_k'/'self_v' (B, M, H, Dh) and 'cross_k'/'cross_v' (B, S, H, Dh)}.
 Cache = dict[str, Any]
 
 POSITION_OFFSET = 2  # mBART's learned position table is shifted by 2 rows (fairseq legacy).
+REMATS = ('none', 'layer')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +77,11 @@ class MBartConfig:
   layer_norm_eps: float = 1e-5
   init_std: float = 0.02
   dtype: Any = jnp.float32  # compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+  remat: str = 'none'       # 'layer': rematerialise every encoder/decoder layer in the backward pass (training)
+  remat_policy: str = ''    # jax.checkpoint policy name (models/remat.py POLICIES; '' = save nothing)
+
+  def __post_init__(self):
+    remat_lib.check(self.remat, REMATS, self.remat_policy, 'MBartConfig')
 
   @property
   def embed_scale(self) -> float:
@@ -77,7 +91,7 @@ class MBartConfig:
   def from_hf(cls, hf_config: Any, **overrides: Any) -> 'MBartConfig':
     """Builds a config from an HF `MBartConfig`, or the dict of a `config.json`; unknown keys are ignored."""
     source: Mapping[str, Any] = (hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict())
-    names = {f.name for f in dataclasses.fields(cls)} - {'dtype', 'layer_norm_eps'}
+    names = {f.name for f in dataclasses.fields(cls)} - {'dtype', 'layer_norm_eps', 'remat', 'remat_policy'}
     values = {k: source[k] for k in names if k in source and source[k] is not None}
     values.update(overrides)
     return cls(**values)
@@ -142,7 +156,9 @@ class MBartAttention(nnx.Module):
   def __call__(self, x: Array, key: Array, value: Array, mask: Array | None) -> Array:
     """x (B, T, D) queries; key/value (B, S, H, Dh); mask broadcastable to (B, H, T, S), True = attend."""
     q = self._heads(self.q_proj(x))  # (B, T, H, Dh)
-    scores = jnp.einsum('bthd,bshd->bhts', q, key).astype(jnp.float32) * self.head_dim**-0.5
+    # Scores and softmax in float32 whatever the compute dtype (accumulated in float32, not rounded first).
+    scores = jnp.einsum('bthd,bshd->bhts', q, key.astype(q.dtype),
+                        preferred_element_type=jnp.float32) * self.head_dim**-0.5
     if mask is not None:
       # A finite minimum: a fully masked row (e.g. a zero-length sample) gives a uniform row, not NaN.
       scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
@@ -217,6 +233,8 @@ class _MBartStack(nnx.Module):
     self.layers = nnx.List([layer_cls(cfg, rngs=rngs) for _ in range(num_layers)])
     self.layer_norm = _layer_norm(cfg.d_model, cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+    self.remat_layers = cfg.remat == 'layer'
+    self.remat_policy = cfg.remat_policy
 
 
 class MBartEncoder(_MBartStack):
@@ -232,7 +250,8 @@ class MBartEncoder(_MBartStack):
     x = self.dropout(self.layernorm_embedding(x))
     mask = _key_mask(attention_mask)
     for layer in self.layers:
-      x = layer(x, mask)
+      x = remat_lib.maybe_checkpointed(self.remat_layers, layer, x, mask, policy=self.remat_policy)
+      x = sharding.constrain_batch(x)
     return self.layer_norm(x)
 
 
@@ -251,7 +270,12 @@ class MBartDecoder(_MBartStack):
     x = self.dropout(self.layernorm_embedding(x))
     new_caches = []
     for i, layer in enumerate(self.layers):
-      x, c = layer(x, self_mask, *cross_kv[i], cross_mask, None if caches is None else caches[i], step)
+      if caches is None:  # teacher forcing (training): optionally rematerialised
+        x, c = remat_lib.maybe_checkpointed(self.remat_layers, layer, x, self_mask, *cross_kv[i], cross_mask,
+                                            policy=self.remat_policy)
+      else:               # incremental decoding: no backward pass, never rematerialised
+        x, c = layer(x, self_mask, *cross_kv[i], cross_mask, caches[i], step)
+      x = sharding.constrain_batch(x)
       new_caches.append(c)
     return self.layer_norm(x), (None if caches is None else tuple(new_caches))
 
@@ -292,8 +316,14 @@ class MBartForConditionalGeneration(nnx.Module):
     return emb * jnp.asarray(self.config.embed_scale, self.config.dtype)
 
   def lm_logits(self, hidden: Array) -> Array:
-    """(..., D) decoder states -> (..., V) float32 logits: hidden @ shared^T + final_logits_bias."""
-    return self.model.shared.attend(hidden).astype(jnp.float32) + self.final_logits_bias[...][0]
+    """(..., D) decoder states -> (..., V) float32 logits: hidden @ shared^T + final_logits_bias.
+
+    The product runs in the compute dtype with float32 accumulation and output (the loss's softmax input is not
+    rounded to bfloat16)."""
+    dtype = self.config.dtype
+    table = self.model.shared.embedding[...].astype(dtype)
+    logits = jnp.einsum('...d,vd->...v', hidden.astype(dtype), table, preferred_element_type=jnp.float32)
+    return logits + self.final_logits_bias[...][0]
 
   def _cross_kv(self, encoder_hidden_states: Array) -> list[tuple[Array, Array]]:
     return [layer.encoder_attn.key_value(encoder_hidden_states) for layer in self.model.decoder.layers]

@@ -36,6 +36,11 @@ Depth 18 uses *bottleneck* blocks with the ResNet-18 counts (2, 2, 2, 2), as PyS
 `bottleneck_transform`; there is no basic-block variant. `SlowFastConfig.blocks` overrides the per-stage block
 counts (small test models); widths never depend on the depth.
 
+Memory: `SlowFastConfig.remat` rematerialises the backbone in the backward pass ('block': every ResBlock, each
+stem and fusion is one `jax.checkpoint`; 'stage': every stage s1..s5 and fusion is one; `remat_policy` names
+the policy, models/remat.py); the outputs and the parameter paths do not change. Every pathway tensor between
+stages carries a batch-sharding hint (`training/sharding.constrain_batch`, a no-op outside a mesh).
+
 Cost notes: in train mode every BN writes its running statistics, and tracing those writes for R101's 216 BNs
 costs flax ~20 s of Python (once per compilation); building a model eagerly compiles one RNG program per distinct
 parameter shape (slow on small CPUs; tests that overwrite all weights build with `nnx.eval_shape`).
@@ -70,11 +75,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hypersign_jax.models import frame_conv
+from hypersign_jax.models import remat as remat_lib
+from hypersign_jax.training import sharding
+
 Array = jax.Array
 
 # Blocks per stage (res2..res5) for each supported depth (PySlowFast `_MODEL_STAGE_DEPTH`).
 STAGE_DEPTH = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 FUSIONS = ('bff', 'concat', 'none')
+CONV_IMPLS = ('xla', 'frames')
+REMATS = ('none', 'block', 'stage')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +113,14 @@ class SlowFastConfig:
   bn_eps: float = 1e-5
   bn_momentum: float = 0.9           # Flax convention (= PyTorch momentum 0.1)
   dtype: Any = jnp.float32           # compute dtype (e.g. jnp.bfloat16); parameters stay float32
+  conv_impl: str = 'xla'             # 'xla': native 3-D convs | 'frames': as 2-D convs over frames (fast on CPU)
+  remat: str = 'none'                # rematerialise: 'none' | 'block' (each ResBlock, stem, fusion) | 'stage'
+  remat_policy: str = ''             # jax.checkpoint policy name (models/remat.py POLICIES; '' = save nothing)
 
   def __post_init__(self):
+    remat_lib.check(self.remat, REMATS, self.remat_policy, 'SlowFastConfig')
+    if self.conv_impl not in CONV_IMPLS:
+      raise ValueError(f'SlowFastConfig.conv_impl={self.conv_impl!r}: expected one of {CONV_IMPLS}')
     if self.depth not in STAGE_DEPTH:
       raise ValueError(f'SlowFastConfig.depth={self.depth}: expected one of {sorted(STAGE_DEPTH)}')
     if self.blocks is not None and (len(self.blocks) != 4 or min(self.blocks) < 1):
@@ -165,9 +182,11 @@ def _conv(d_in: int, d_out: int, kernel: Sequence[int], cfg: SlowFastConfig, rng
           stride: Sequence[int] = (1, 1, 1), padding: Sequence[int] = (0, 0, 0),
           dilation: Sequence[int] = (1, 1, 1), groups: int = 1) -> nnx.Conv:
   """Bias-free Conv3d with PyTorch's explicit symmetric padding, on (B, T, H, W, C)."""
+  impl = frame_conv.conv_general_dilated if cfg.conv_impl == 'frames' else jax.lax.conv_general_dilated
   return nnx.Conv(d_in, d_out, kernel_size=tuple(kernel), strides=tuple(stride),
                   padding=[(p, p) for p in padding], kernel_dilation=tuple(dilation), feature_group_count=groups,
-                  use_bias=False, kernel_init=_KAIMING_FAN_OUT, dtype=cfg.dtype, rngs=rngs)
+                  use_bias=False, kernel_init=_KAIMING_FAN_OUT, dtype=cfg.dtype, conv_general_dilated=impl,
+                  rngs=rngs)
 
 
 def _bn(n: int, cfg: SlowFastConfig, rngs: nnx.Rngs, *, zero_scale: bool = False) -> nnx.BatchNorm:
@@ -261,6 +280,8 @@ class ResStage(nnx.Module):
   def __init__(self, stage: int, dims_in: Sequence[int], cfg: SlowFastConfig, *, rngs: nnx.Rngs):
     s = stage - 2
     self.num_blocks = cfg.stage_blocks[s]
+    self.remat_blocks = cfg.remat == 'block'
+    self.remat_policy = cfg.remat_policy
     for p, (d_in, d_out) in enumerate(zip(dims_in, (cfg.slow_width(stage), cfg.fast_width(stage)))):
       d_inner = cfg.num_groups * cfg.width_per_group * 2 ** s // (1 if p == 0 else cfg.beta_inv)
       for i in range(self.num_blocks):
@@ -273,7 +294,8 @@ class ResStage(nnx.Module):
     out = []
     for p, x in enumerate(xs):
       for i in range(self.num_blocks):
-        x = getattr(self, f'pathway{p}_res{i}')(x)
+        x = remat_lib.maybe_checkpointed(self.remat_blocks, getattr(self, f'pathway{p}_res{i}'), x,
+                                         policy=self.remat_policy)
       out.append(x)
     return out
 
@@ -369,18 +391,26 @@ class SlowFast(nnx.Module):
     At R101, 224 px: s1 (B,T/4,56,56,64)/(B,T,56,56,8), s2 256/32 @56, s3 512/64 @28, s4 1024/128 @14,
     s5 2048/256 @7 (with 'concat', the fuse outputs have the widened slow channels)."""
     self._check_input(x)
-    xs = list(pack_pathways(x.astype(self.config.dtype), self.config.alpha))
+    cfg = self.config
+    xs = list(pack_pathways(sharding.constrain_batch(x.astype(cfg.dtype)), cfg.alpha))
+    # 'stage': every stage and fusion call is one checkpoint; 'block': the ResBlocks (inside ResStage), the stem
+    # and the fusions are.
+    whole = cfg.remat == 'stage'
+    small = cfg.remat in ('block', 'stage')
     out = {}
     for stage in range(1, 6):
-      xs = getattr(self, f's{stage}')(xs)
+      module = getattr(self, f's{stage}')
+      xs = remat_lib.maybe_checkpointed(whole or (small and stage == 1), module, xs, policy=cfg.remat_policy)
+      xs = [sharding.constrain_batch(v) for v in xs]
       out[f's{stage}'] = tuple(xs)
-      if stage < 5 and self.config.fusion != 'none':
-        xs = getattr(self, f's{stage}_fuse')(xs)
+      if stage < 5 and cfg.fusion != 'none':
+        xs = remat_lib.maybe_checkpointed(small, getattr(self, f's{stage}_fuse'), xs, policy=cfg.remat_policy)
+        xs = [sharding.constrain_batch(v) for v in xs]
         out[f's{stage}_fuse'] = tuple(xs)
     return out
 
   def __call__(self, x: Array) -> dict[str, Array]:
     x_s, x_f = self.stages(x)['s5']
-    fused = self.head(x_s, x_f)          # (B, T, C_s + C_f)
+    fused = sharding.constrain_batch(self.head(x_s, x_f))  # (B, T, C_s + C_f)
     c_s = x_s.shape[-1]
     return {'fused': fused, 'slow': fused[..., :c_s], 'fast': fused[..., c_s:]}

@@ -58,7 +58,11 @@ class Task(abc.ABC):
 
   @abc.abstractmethod
   def eval_batches(self, split: str, batch_size: int) -> Iterable[dict]:
-    """All samples of ``split`` exactly once, in fixed-size batches with a ``valid`` (B,) mask for padding rows."""
+    """All samples of ``split`` exactly once, in fixed-size batches with a ``valid`` (B,) mask for padding rows.
+
+    ``batch_size`` is the global batch size and every process yields the same batches (not a per-process share):
+    the trainer's evaluation is replicated over processes (``trainer.evaluate``).
+    """
 
   # ---- computation (inside jax.jit) --------------------------------------------------------------------------
   @abc.abstractmethod

@@ -74,6 +74,8 @@ def backbone_config(model_cfg, dtype) -> Any:
   for key, value in overrides.items():
     if isinstance(value, list):
       overrides[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+  overrides.setdefault("remat", model_cfg.get("remat", "none"))
+  overrides.setdefault("remat_policy", model_cfg.get("remat_policy", ""))
   return presets[name](dtype=dtype, **overrides)
 
 
@@ -111,6 +113,10 @@ class CSLRTask(base.Task):
 
   best_metric = "wer"
   best_mode = "min"
+  #: Pipeline kind of the model input (``data_pipelines.pipeline``) and the feature stream ``--mode extract``
+  #: writes by default (subclasses with another input change both).
+  input_kind = "video"
+  stream = "rgb"
 
   def __init__(self, config):
     super().__init__(config)
@@ -150,13 +156,13 @@ class CSLRTask(base.Task):
 
   def train_iterator(self, seed, batch_size, process_index=0, process_count=1):
     cfg = self._pipeline_config(batch_size * process_count)
-    return pipeline_lib.make_train_iterator(self.source("train"), "video", cfg, seed % 2**32, process_index,
+    return pipeline_lib.make_train_iterator(self.source("train"), self.input_kind, cfg, seed % 2**32, process_index,
                                             process_count, vocab=self.vocab)
 
   def eval_batches(self, split, batch_size):
     cfg = self._pipeline_config(batch_size)
-    return pipeline_lib.make_eval_batches(self.source(split), "video", cfg, jax.process_index(),
-                                          jax.process_count(), vocab=self.vocab)
+    # The whole global batches on every process: the trainer's evaluation is replicated (trainer.evaluate).
+    return pipeline_lib.make_eval_batches(self.source(split), self.input_kind, cfg, vocab=self.vocab)
 
   # ---- computation -------------------------------------------------------------------------------------------
   @staticmethod
@@ -166,9 +172,13 @@ class CSLRTask(base.Task):
       video = normalize_video(video)
     return video
 
+  def model_inputs(self, batch) -> tuple[jax.Array, jax.Array]:
+    """The model's positional inputs from a device batch: (frames, padded lengths)."""
+    return self._video(batch), batch["video_length"]
+
   def loss_fn(self, model, batch):
     lc = self.config.loss
-    out = model(self._video(batch), batch["video_length"])
+    out = model(*self.model_inputs(batch))
     lengths = out["feat_lengths"]
     labels, label_lengths = batch["labels"], batch["label_lengths"]
     weights = batch.get("valid")
@@ -200,12 +210,21 @@ class CSLRTask(base.Task):
     return total, metrics
 
   def eval_fn(self, model, batch):
-    out = model(self._video(batch), batch["video_length"], branches=("main",))
+    out = model(*self.model_inputs(batch), branches=("main",))
     result = {"log_probs": jax.nn.log_softmax(out["sequence_logits"]["main"].astype(jnp.float32), axis=-1),
               "lengths": out["feat_lengths"]}
     if self.config.eval.decode_conv:
       result["conv_log_probs"] = jax.nn.log_softmax(out["conv_logits"]["main"].astype(jnp.float32), axis=-1)
     return result
+
+  def feature_fn(self, model, batch):
+    """``--mode extract`` (inside jit): the main path's BiLSTM output (B, T', D) and its lengths (B,)."""
+    features, lengths = model.sequence_features(*self.model_inputs(batch))
+    return {"features": features.astype(jnp.float32), "lengths": lengths}
+
+  def feature_size(self) -> int:
+    """Width D of the extracted features (the BiLSTM output = ``model.hidden_size``)."""
+    return int(self.config.model.hidden_size)
 
   # ---- host side ---------------------------------------------------------------------------------------------
   def decode(self, log_probs: np.ndarray, lengths: np.ndarray) -> list[list[str]]:

@@ -288,7 +288,8 @@ class G2TTask(base.Task):
     fields = {f: m[f] for f in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
                                 "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "dropout",
                                 "attention_dropout", "activation_dropout", "max_position_embeddings",
-                                "scale_embedding", "init_std", "activation_function") if f in m}
+                                "scale_embedding", "init_std", "activation_function", "remat", "remat_policy")
+              if f in m}
     try:
       dtype = jnp.dtype(self.config.dtype)
     except TypeError as e:
@@ -342,8 +343,8 @@ class G2TTask(base.Task):
 
   def eval_batches(self, split, batch_size):
     cfg = self._pipeline_config(batch_size)
-    batches = pipeline_lib.make_eval_batches(self.records[split], "gloss_text", cfg, jax.process_index(),
-                                             jax.process_count())
+    # The whole global batches on every process: the trainer's evaluation is replicated (trainer.evaluate).
+    batches = pipeline_lib.make_eval_batches(self.records[split], "gloss_text", cfg)
     return (self.encode_batch(b) for b in batches)
 
   # ---- computation -----------------------------------------------------------------------------------------------

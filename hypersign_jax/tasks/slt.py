@@ -269,8 +269,8 @@ class SLTTask(g2t.G2TTask):
 
   def eval_batches(self, split, batch_size):
     cfg = self._features_pipeline_config(batch_size)
-    batches = pipeline_lib.make_eval_batches(self.sources[split], "features", cfg, jax.process_index(),
-                                             jax.process_count(), vocab=self._recognition_vocab())
+    # The whole global batches on every process: the trainer's evaluation is replicated (trainer.evaluate).
+    batches = pipeline_lib.make_eval_batches(self.sources[split], "features", cfg, vocab=self._recognition_vocab())
     return (self.encode_batch(b) for b in batches)
 
   # ---- computation -----------------------------------------------------------------------------------------------

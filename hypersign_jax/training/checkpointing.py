@@ -10,6 +10,11 @@ Two managers under ``<workdir>/checkpoints``:
 
 Both are written synchronously in the order of the calls, so a run killed at any point resumes from a complete
 checkpoint. Keeping this in one module means a move to orbax's V1 API touches one file.
+
+Multi-process runs: every process calls ``save`` / ``restore`` / ``close`` at the same point (they are collective:
+each process writes the array shards it owns, a replicated shard only once; process 0 writes the JSON item and
+the metadata and commits the step directory after a barrier). ``workdir`` must be one directory all processes see
+(a shared file system or a bucket path orbax supports).
 """
 from __future__ import annotations
 

@@ -73,6 +73,29 @@ def num_batch_shards(mesh: jax.sharding.Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
+def constrain_batch(x: jax.Array) -> jax.Array:
+  """Activation sharding hint for models: keep the leading (batch) axis of ``x`` split over the batch axes.
+
+  With FSDP the parameters are split over 'fsdp' along a feature axis; without a hint XLA's propagation may give
+  an activation that parameter sharding (splitting features, replicating the batch) instead of gathering the
+  parameter. The trainer traces its steps under ``jax.set_mesh(mesh)``; outside such a context (single-device
+  use, tests, benchmarks), or when the batch is not divisible by the number of batch shards (e.g. the (2B, 2B)
+  contrastive logits of a tiny batch), this returns ``x`` unchanged.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not all(a in mesh.axis_names for a in BATCH_AXES) or getattr(x, "ndim", 0) < 1:
+    return x
+  shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  if shards <= 1 or x.shape[0] % shards:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(BATCH_AXES, *([None] * (x.ndim - 1))))
+
+
+def constrain_batch_tree(tree: Any) -> Any:
+  """``constrain_batch`` on every array leaf of a pytree."""
+  return jax.tree.map(constrain_batch, tree)
+
+
 def split_host_fields(batch: dict) -> tuple[dict, dict]:
   """Splits a (possibly nested) host batch into numeric arrays (sent to devices) and everything else (ids, texts:
   host only). Nested dicts (e.g. per-stream features) are split recursively."""
@@ -91,17 +114,25 @@ def split_host_fields(batch: dict) -> tuple[dict, dict]:
   return device, host
 
 
-def make_global_batch(batch: dict, mesh: jax.sharding.Mesh) -> dict:
-  """Process-local NumPy batch (this host's rows) -> global jax.Arrays sharded over the batch axes."""
+def make_global_batch(batch: dict, mesh: jax.sharding.Mesh, process_local: bool = True) -> dict:
+  """NumPy batch -> global jax.Arrays sharded over the batch axes.
+
+  ``process_local=True`` (training): ``batch`` holds this process's rows only, which fill the rows of the global
+  batch held by this process's devices (with ``make_mesh`` meshes: one block per process, in process order, so
+  the global batch is the concatenation of the processes' batches).
+  ``process_local=False`` (evaluation): ``batch`` is the whole global batch, identical on every process; each
+  device takes its own rows of it.
+  """
   shards = num_batch_shards(mesh)
 
   def one(path, value):
-    global_rows = value.shape[0] * jax.process_count()
+    global_rows = value.shape[0] * (jax.process_count() if process_local else 1)
     if global_rows % shards:
       raise ValueError(
           f"batch field {jax.tree_util.keystr(path)}: global batch size {global_rows} is not divisible by the "
           f"{shards} batch shards of the mesh {dict(mesh.shape)}; change the batch size or mesh.data/mesh.fsdp")
-    return jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
+    sharding = batch_sharding(mesh, value.ndim)
+    return jax.make_array_from_process_local_data(sharding, value, None if process_local else value.shape)
 
   return jax.tree_util.tree_map_with_path(one, batch)
 

@@ -9,6 +9,12 @@ function of (state, batch) compiled once per batch shape with ``jax.jit``, expli
 ``out_shardings`` over a ('data', 'fsdp') mesh and donation of the old state. Dropout keys are derived from the
 run's base keys and the step number (``fold_in``), so a resumed run draws exactly the masks an uninterrupted one
 would.
+
+Multi-process runs (``training/distributed.py`` initialises them): every process runs this same loop. Each reads
+its own share of every training batch (``task.train_iterator(..., process_index, process_count)``), assembled
+into global arrays by ``sharding.make_global_batch``; checkpoints are saved and restored by all processes together
+(orbax writes each array shard once, the primary process writes the metadata); evaluation is replicated (see
+``evaluate``); only process 0 writes config.json, metrics.jsonl, TensorBoard and final_metrics.json.
 """
 from __future__ import annotations
 
@@ -24,10 +30,9 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from hypersign_jax.tasks import base as task_base
-from hypersign_jax.training import checkpointing, optim, sharding
+from hypersign_jax.training import checkpointing, distributed, optim, sharding
 from hypersign_jax.training import logging as train_logging
 
 
@@ -183,9 +188,11 @@ class _Jitted:
       if self._train:
         jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
                          out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
-      else:
-        jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh))
-      jitted = jitted.lower(state, batch).compile(compiler_options=self._options)
+      else:  # outputs replicated: every process gets the whole batch's outputs (see `evaluate`)
+        jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
+                         out_shardings=sharding.replicated(s.mesh))
+      with jax.set_mesh(s.mesh):  # models' activation sharding hints (sharding.constrain_batch) see the mesh
+        jitted = jitted.lower(state, batch).compile(compiler_options=self._options)
       self._cache[sig] = jitted
     return jitted(state, batch)
 
@@ -194,17 +201,49 @@ class _Jitted:
 # Evaluation
 # ---------------------------------------------------------------------------------------------------------------
 def evaluate(setup: Setup, eval_step, state, split: str, batch_size: int, workdir: str | None) -> dict:
+  """Metrics of ``split``: each eval batch through the jitted ``eval_step``, then ``task.compute_metrics``.
+
+  With several processes, evaluation is replicated: ``task.eval_batches`` yields the same whole (global) batches
+  on every process (it is not sharded by process), ``make_global_batch(..., process_local=False)`` gives each
+  device its rows of them, and the step's outputs are replicated (``out_shardings``), so every process holds the
+  whole batches and the whole outputs and computes the same metrics. Every process therefore takes the same
+  best-checkpoint decision (checkpoint saves are collective). Only process 0 gets ``workdir`` (hypothesis and
+  CTM files). The cost: every host reads and decodes the whole split; the devices still split the computation.
+  """
   host_batches, outputs = [], []
   for batch in setup.task.eval_batches(split, batch_size):
     device_part, _ = sharding.split_host_fields(batch)
-    out = eval_step(state, sharding.make_global_batch(device_part, setup.mesh))
-    if jax.process_count() > 1:
-      out = multihost_utils.process_allgather(out, tiled=True)
+    out = eval_step(state, sharding.make_global_batch(device_part, setup.mesh, process_local=False))
     host_batches.append(batch)
     outputs.append(jax.device_get(out))
   if not host_batches:
     raise ValueError(f"split {split!r} has no samples to evaluate")
-  return setup.task.compute_metrics(split, host_batches, outputs, workdir)
+  return setup.task.compute_metrics(split, host_batches, outputs, workdir if jax.process_index() == 0 else None)
+
+
+def _iterator_meta(train_iter) -> dict:
+  """The data-iterator state for the checkpoint (collective: every process calls it at the same step).
+
+  Processes normally have equal iterator states (each has consumed the same number of local batches); then one
+  state is stored and a resume may even use another process count. Differing states are stored per process.
+  """
+  states = distributed.allgather_json(train_iter.get_state())
+  if all(s == states[0] for s in states):
+    return {"iterator": states[0], "process_count": len(states)}
+  return {"iterator": None, "iterator_per_process": states, "process_count": len(states)}
+
+
+def _restore_iterator(train_iter, saved_meta: dict) -> None:
+  """Sets the iterator state saved by ``_iterator_meta`` (pops its keys from ``saved_meta``)."""
+  state = saved_meta.pop("iterator")
+  per_process = saved_meta.pop("iterator_per_process", None)
+  saved_count = saved_meta.pop("process_count", 1)
+  if per_process is not None:
+    if len(per_process) != jax.process_count():
+      raise ValueError(f"the checkpoint holds per-process data-iterator states of {saved_count} processes; "
+                       f"resume it with {saved_count} processes (this run has {jax.process_count()})")
+    state = per_process[jax.process_index()]
+  train_iter.set_state(state)
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -226,6 +265,8 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
   setup = build(config, task)
   tcfg = config.train
   accum = int(config.optimizer.get("grad_accum_steps", 1))
+  if tcfg.batch_size % jax.process_count():
+    raise ValueError(f"train.batch_size={tcfg.batch_size} is not divisible by the {jax.process_count()} processes")
   per_process_batch = tcfg.batch_size // jax.process_count()
   ckpts = checkpointing.Checkpoints(workdir, keep=tcfg.keep_checkpoints)
   logger = train_logging.MetricLogger(workdir, enabled=is_main, tensorboard=tcfg.get("tensorboard", True))
@@ -238,7 +279,7 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
   start = 0
   if ckpts.latest_step() is not None:
     state, saved_meta, start = ckpts.restore("latest", state)
-    train_iter.set_state(saved_meta.pop("iterator"))
+    _restore_iterator(train_iter, saved_meta)
     meta.update(saved_meta)
     logging.info("resumed from step %d in %s", start, workdir)
   fast = bool(tcfg.get("fast_compile", False))
@@ -283,7 +324,7 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
           raise KeyError(f"eval.metric={metric_key!r} is not among the dev metrics {sorted(metrics)}")
         if _is_better(metrics[metric_key], meta["best"], task.best_mode):
           meta["best"], meta["best_step"], is_best = float(metrics[metric_key]), step, True
-      ckpts.save(step, state, {**meta, "iterator": train_iter.get_state()}, is_best=is_best)
+      ckpts.save(step, state, {**meta, **_iterator_meta(train_iter)}, is_best=is_best)
   bar.close()
 
   final = {}

@@ -1,0 +1,121 @@
+"""The recipe runner: finished stages are skipped on re-run, changed stages (and what follows) re-run, a failing
+stage stops the recipe; the two-stream recipe wires the stages' directories and flags together."""
+import json
+import os
+import sys
+
+import pytest
+
+from configs import recipe_phoenix2014t, recipe_synthetic
+from hypersign_jax.recipes import stages as stages_lib
+from hypersign_jax.recipes import summary as summary_lib
+from hypersign_jax.recipes import two_stream
+
+
+def _counting_stage(tmp_path, name, payload="x", fail=False):
+  """A stage that appends one line to <tmp>/<name>.count each time it actually runs."""
+  counter = tmp_path / f"{name}.count"
+  code = (f"open({str(counter)!r}, 'a').write('run\\n'); print('{name} {payload}'); "
+          f"import sys; sys.exit({3 if fail else 0})")
+  return stages_lib.Stage(name, [sys.executable, "-c", code], str(tmp_path / name),
+                          results=lambda d, n=name: {"stage": n, "payload": payload}, description=f"stage {name}")
+
+
+def _runs(tmp_path, name):
+  path = tmp_path / f"{name}.count"
+  return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_rerun_skips_finished_stages(tmp_path):
+  stages = [_counting_stage(tmp_path, n) for n in ("a", "b", "c")]
+  first = stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None)
+  assert [r["status"] for r in first] == ["done"] * 3
+  assert [_runs(tmp_path, n) for n in "abc"] == [1, 1, 1]
+  second = stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None)
+  assert [r["status"] for r in second] == ["skipped"] * 3
+  assert [_runs(tmp_path, n) for n in "abc"] == [1, 1, 1]  # nothing ran again
+  assert second[1]["results"] == {"stage": "b", "payload": "x"}  # results come back from the markers
+  assert second[0]["seconds"] == pytest.approx(first[0]["seconds"])
+  assert "b x" in (tmp_path / "logs" / "b.log").read_text()
+
+
+def test_changed_stage_and_downstream_rerun(tmp_path):
+  stages_lib.run_stages([_counting_stage(tmp_path, n) for n in "abc"], str(tmp_path), echo=lambda s: None)
+  changed = [_counting_stage(tmp_path, "a"), _counting_stage(tmp_path, "b", payload="y"), _counting_stage(tmp_path, "c")]
+  records = stages_lib.run_stages(changed, str(tmp_path), echo=lambda s: None)
+  assert [r["status"] for r in records] == ["skipped", "done", "done"]
+  assert [_runs(tmp_path, n) for n in "abc"] == [1, 2, 2]
+
+
+def test_failure_stops_and_resume_continues_at_the_failed_stage(tmp_path):
+  broken = [_counting_stage(tmp_path, "a"), _counting_stage(tmp_path, "b", fail=True), _counting_stage(tmp_path, "c")]
+  with pytest.raises(stages_lib.StageFailed, match="stage 'b' failed with exit code 3"):
+    stages_lib.run_stages(broken, str(tmp_path), echo=lambda s: None)
+  assert [_runs(tmp_path, n) for n in "abc"] == [1, 1, 0]
+  assert not (tmp_path / "b" / stages_lib.DONE_FILE).exists()
+  fixed = [_counting_stage(tmp_path, n) for n in "abc"]
+  records = stages_lib.run_stages(fixed, str(tmp_path), echo=lambda s: None)
+  assert [r["status"] for r in records] == ["skipped", "done", "done"]
+  assert [_runs(tmp_path, n) for n in "abc"] == [1, 2, 1]
+
+
+def test_duplicate_stage_names_rejected(tmp_path):
+  with pytest.raises(ValueError, match="unique"):
+    stages_lib.run_stages([_counting_stage(tmp_path, "a")] * 2, str(tmp_path), echo=lambda s: None)
+
+
+def test_two_stream_stage_graph(tmp_path):
+  config = recipe_synthetic.get_config("smoke")
+  config.compare_streams = True
+  config.stages.s2t.overrides = ("train.num_steps=7",)
+  stages = two_stream.build_stages(config, str(tmp_path))
+  names = [s.name for s in stages]
+  assert names == ["corpus", "s2g_rgb", "s2g_keypoint", "extract_rgb", "extract_keypoint", "merge_features", "g2t",
+                   "s2t", "s2t_rgb", "s2t_keypoint"]
+  by_name = {s.name: s for s in stages}
+  corpus = str(tmp_path / "data" / "corpus")
+  assert f"--out={corpus}" in by_name["corpus"].command and "--preset=smoke" in by_name["corpus"].command
+  for name in ("s2g_rgb", "s2g_keypoint", "g2t"):
+    assert f"--config.data.dir={corpus}" in by_name[name].command
+  assert f"--workdir={tmp_path / 's2g_rgb'}" in by_name["extract_rgb"].command
+  assert "--mode=extract" in by_name["extract_keypoint"].command
+  features = str(tmp_path / "data" / "features")
+  s2t = by_name["s2t"].command
+  assert f"--config.data.dir={features}" in s2t and "--config.train.num_steps=7" in s2t
+  assert f"--config.model.init_from_g2t={tmp_path / 'g2t'}" in s2t
+  assert "--config.model.streams=('rgb',)" in by_name["s2t_rgb"].command
+  for stage in stages:  # every referenced stage config exists
+    for arg in stage.command:
+      if arg.startswith("--config="):
+        assert os.path.isfile(arg.split("=", 1)[1].split(":")[0]), arg
+
+
+def test_recipe_config_errors(tmp_path):
+  config = recipe_phoenix2014t.get_config()
+  with pytest.raises(ValueError, match="corpus.root"):
+    two_stream.build_stages(config, str(tmp_path))
+  config.corpus.prebuilt = str(tmp_path / "nothing")
+  with pytest.raises(ValueError, match="not a prepared dataset"):
+    two_stream.build_stages(config, str(tmp_path))
+  config = recipe_synthetic.get_config("smoke")
+  config.stages.g2t.overrides = ("train.num_steps",)
+  with pytest.raises(ValueError, match="key=value"):
+    two_stream.build_stages(config, str(tmp_path))
+
+
+def test_summary_table():
+  records = [
+      {"name": "corpus", "status": "done", "seconds": 3.0, "results": {"splits": {"train": 24, "dev": 8}}},
+      {"name": "s2g_rgb", "status": "skipped", "seconds": 50.0,
+       "results": {"dev": {"wer": 8.5, "sub": 1.0, "del": 6.0, "ins": 1.5}, "test": {"wer": 9.25}}},
+      {"name": "s2t", "status": "done", "seconds": 20.0,
+       "results": {"dev": {"bleu1": 70.0, "bleu2": 60.0, "bleu3": 55.0, "bleu4": 51.25, "rouge_l": 72.0}}},
+  ]
+  summary = summary_lib.summarise(records)
+  assert summary["total_seconds"] == pytest.approx(73.0)
+  table = summary_lib.markdown(summary)
+  assert "| corpus | 3 | train 24, dev 8 |" in table
+  assert "WER 8.50 (S 1.00 / D 6.00 / I 1.50)" in table and "WER 9.25" in table
+  assert "BLEU-1..4 70.00 / 60.00 / 55.00 / 51.25, ROUGE-L 72.00" in table
+  assert "50 (earlier run)" in table
+  json.dumps(summary)
