@@ -30,7 +30,7 @@ def get_config(arg=None):
   c = p14t.slt_config("workdirs/data/hypersign_synthetic_demo", tgt_lang="de_DE", src_lang="de_DGS")
   c.seed = 0
   c.data.synthetic_features_preset = "demo"
-  c.data.pipeline.update(buckets=(8, 16, 24, 32), label_buckets=(16,))
+  c.data.pipeline.update(buckets=(8, 16, 24, 32, 48), label_buckets=(16,))  # demo clips: T up to 35
   c.data.tgt_buckets = (16, 24, 32, 48)
   c.text.vocab_size = 300
   c.model.update(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,

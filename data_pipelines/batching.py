@@ -13,6 +13,13 @@ padded length ``P = 4*ceil(bucket/4) + 12``; per sample ``video_length = 4*ceil(
 after the temporal convs (K5 P2 K5 P2, no padding) is ``feat_length = ceil(T/4)`` of ``P_out = (P - 12)/4``.
 Unlike the original the batch is NOT sorted by length (the JAX models use masks, not packed sequences).
 
+Multi-process input (``pipeline`` documents the design): a process's batch is only its share of the global batch,
+but every process must pad to the same bucket. The pipeline then passes ``longest`` to ``Collator.__call__``: for
+each ragged axis (``axis_lengths`` names them: ``frames``, ``labels``, ``features/<stream>``) the longest length in
+the WHOLE global batch and the id of that sample; the bucket is chosen from it, not from the local rows (a local
+length above it raises, as the shares would then disagree). Overflow is also decided on the global batch, so with
+``overflow='error'`` every process raises at the same step.
+
 Batch keys (B = batch size), by input kind:
 
 * always: ``id``, ``gloss``, ``text`` (object arrays of str; see ``STRING_KEYS``), ``valid`` (B,) float32 (0 for
@@ -25,7 +32,10 @@ Batch keys (B = batch size), by input kind:
 * keypoints: ``keypoints`` (B, Tb, K, 3) zero-padded, ``num_frames``, ``frame_mask`` (B, Tb); with
   ``kp_padding='slowfast'`` the video layout instead (edge copies, P, ``video_length``, ``feat_length``, ``feat_mask``);
 * features: ``features`` {stream: (B, Tb_s, D_s)}, ``feature_lengths`` {stream: (B,)}, ``feature_mask``
-  {stream: (B, Tb_s)}, zero-padded, each stream with its own bucket.
+  {stream: (B, Tb_s)}, zero-padded, each stream with its own bucket;
+* multi-process train/eval batches only (process_count > 1): ``global_gloss``, ``global_text`` (``GLOBAL_KEYS``;
+  object arrays of str of the WHOLE global batch, in global row order, host-only): for buckets chosen after the
+  pipeline (e.g. text tokens), which must also come from the global batch.
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ from data_pipelines.transforms import PipelineStats, cfg_get, warn
 from data_pipelines.transforms.video import MEAN, STD
 
 STRING_KEYS = ("id", "gloss", "text")
+GLOBAL_KEYS = ("global_gloss", "global_text")
 KINDS = ("video", "keypoints", "features", "gloss_text")
 STRIDE = 4  # SlowFastSign temporal downsampling (two K5 + two P2)
 
@@ -86,6 +97,26 @@ def _ceil_div(a, b):
   return -(-a // b)
 
 
+def feature_axis(name: str) -> str:
+  """The ``longest`` / ``axis_lengths`` key of feature stream ``name``."""
+  return "features/" + name
+
+
+def axis_lengths(kind: str, sample: dict) -> dict[str, int]:
+  """Lengths of one per-sample dict along every axis the ``kind`` batch pads: ``frames`` (video, keypoints),
+  ``features/<stream>`` (features), ``labels`` (when the sample has gloss labels)."""
+  out = {}
+  if kind == "video":
+    out["frames"] = len(sample["video"])
+  elif kind == "keypoints":
+    out["frames"] = len(sample["keypoints"])
+  elif kind == "features":
+    out.update((feature_axis(name), len(x)) for name, x in sample["features"].items())
+  if "labels" in sample:
+    out["labels"] = len(sample["labels"])
+  return out
+
+
 class Collator:
   """``batch_fn`` for grain: list of per-sample dicts -> one padded batch dict (see the module docstring)."""
 
@@ -113,15 +144,32 @@ class Collator:
       raise ValueError(f"kp_padding must be 'zero' or 'slowfast', got {self.kp_padding!r}")
 
   # -- helpers -------------------------------------------------------------------------------------------------
-  def _fit(self, samples: list[dict], lengths: list[int], buckets: Sequence[int], what: str) -> tuple[int, list[int]]:
-    """Bucket for the batch and the per-sample (possibly truncated) lengths."""
-    longest = max(lengths)
-    bucket = pick_bucket(longest, buckets)
+  def _fit(self, samples: list[dict], lengths: list[int], buckets: Sequence[int], what: str,
+           longest: tuple[int, str] | None = None) -> tuple[int, list[int]]:
+    """Bucket for the batch and the per-sample (possibly truncated) lengths.
+
+    ``longest``: (length, sample id) of the longest element of the global batch (multi-process; see the module
+    docstring); None: this batch's own longest.
+    """
+    if longest is None:
+      target, target_id = max(lengths), None
+    else:
+      target, target_id = int(longest[0]), longest[1]
+      if max(lengths) > target:
+        local = max(zip(lengths, (s["id"] for s in samples)))
+        raise RuntimeError(f"sample {local[1]!r} has {what} of length {local[0]}, longer than the longest "
+                           f"({target}, sample {target_id!r}) planned for its global batch: the processes would "
+                           "pad to different buckets")
+    bucket = pick_bucket(target, buckets)
     if bucket is not None:
       return bucket, list(lengths)
     bucket = buckets[-1]
     if self.overflow == "error":
       bad = [(s["id"], n) for s, n in zip(samples, lengths) if n > bucket]
+      if not bad:  # the too-long sample is in another process's share: every process raises at this step
+        raise ValueError(f"sample {target_id!r} (in another process's share of this global batch) has {what} of "
+                         f"length {target}, longer than the largest bucket {bucket} (buckets {tuple(buckets)}); "
+                         "raise the bucket maximum or set overflow='truncate'")
       raise ValueError(f"sample {bad[0][0]!r} has {what} of length {bad[0][1]}, longer than the largest bucket "
                        f"{bucket} (buckets {tuple(buckets)}); raise the bucket maximum or set overflow='truncate'"
                        + (f" (also too long: {[b[0] for b in bad[1:]]})" if len(bad) > 1 else ""))
@@ -167,14 +215,19 @@ class Collator:
     return out, mask
 
   # -- main ------------------------------------------------------------------------------------------------------
-  def __call__(self, samples: Sequence[dict]) -> dict:
+  def __call__(self, samples: Sequence[dict], longest: dict[str, tuple[int, str]] | None = None) -> dict:
+    """Pads and stacks ``samples``; ``longest`` (multi-process): per axis, the global batch's (length, id)."""
+
+    def at(axis: str) -> tuple[int, str] | None:
+      return None if longest is None else longest[axis]
+
     samples = [dict(s) for s in samples]
     for s in samples:
       s.setdefault("truncated", 0)
     batch: dict[str, Any] = {}
     if self.kind == "video":
       seqs = [s["video"] for s in samples]
-      bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.buckets, "video frames")
+      bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.buckets, "video frames", at("frames"))
       info, video = self._slowfast_pad(seqs, lengths, bucket, seqs[0].dtype)
       if self.normalize == "host":  # one pass over the padded uint8 batch, no per-sample temporaries
         out = np.empty(video.shape, np.float32)
@@ -185,7 +238,8 @@ class Collator:
       batch.update(info)
     elif self.kind == "keypoints":
       seqs = [s["keypoints"] for s in samples]
-      bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.buckets, "keypoint frames")
+      bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.buckets, "keypoint frames",
+                                  at("frames"))
       if self.kp_padding == "slowfast":
         info, batch["keypoints"] = self._slowfast_pad(seqs, lengths, bucket, np.float32)
         batch.update(info)
@@ -205,12 +259,14 @@ class Collator:
         if len(dims) != 1:
           raise ValueError(f"feature stream {name!r} has different widths {sorted(dims)} in one batch "
                            f"(samples {[s['id'] for s in samples]})")
-        bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.buckets, f"feature stream {name!r}")
+        bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.buckets, f"feature stream {name!r}",
+                                    at(feature_axis(name)))
         batch["features"][name], batch["feature_mask"][name] = self._zero_pad(seqs, lengths, bucket)
         batch["feature_lengths"][name] = np.asarray(lengths, dtype=np.int32)
     if "labels" in samples[0]:
       seqs = [s["labels"] for s in samples]
-      bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.label_buckets, "gloss labels")
+      bucket, lengths = self._fit(samples, [len(x) for x in seqs], self.label_buckets, "gloss labels",
+                                  at("labels"))
       batch["labels"], batch["label_mask"] = self._zero_pad(seqs, lengths, bucket)
       batch["label_lengths"] = np.asarray(lengths, dtype=np.int32)
     for key in STRING_KEYS:

@@ -180,9 +180,10 @@ def test_merge_checks_lengths_and_ids(tmp_path, runs):
 
 def test_extract_cli_without_checkpoint_is_a_one_line_error(tmp_path, runs):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "main.py", "--config", "configs/keypoint_s2g_synthetic.py:smoke",
-                         "--workdir", str(tmp_path / "empty"), "--mode", "extract", f"--config.data.dir={runs['data']}"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  args = ["--config", "configs/keypoint_s2g_synthetic.py:smoke", "--workdir", str(tmp_path / "empty"), "--mode",
+          "extract", f"--config.data.dir={runs['data']}"]
+  proc = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "no checkpoints" in proc.stderr and "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "empty" / "checkpoints")

@@ -2,7 +2,6 @@
 CTC training through the real trainer on the smoke synthetic corpus (built by the task into a tmp directory)."""
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -123,3 +123,21 @@ def test_mbart_is_initialised_from_a_g2t_checkpoint(data_dir, tmp_path):
   config = _config(data_dir, tmp_path, init_from_g2t=str(tmp_path / "missing"))
   with pytest.raises(FileNotFoundError, match="init_from_g2t"):
     slt_task.SLTTask(config).build_model(nnx.Rngs(0))
+
+
+def test_multi_process_batches_take_the_target_bucket_of_the_global_batch(data_dir, tmp_path):
+  """With process_count > 1 the pipeline adds the whole global batch's texts; the token bucket must follow them so
+  that every process builds the same shapes (a local-only choice would differ between processes)."""
+  config = _config(data_dir, tmp_path)
+  config.data.tgt_buckets = (8, 16, 24)
+  task = slt_task.SLTTask(config)
+  batch = next(iter(task.eval_batches("dev", 2)))
+  raw = {k: v for k, v in batch.items() if k not in ("labels", "decoder_input_ids")}
+  raw["text"] = np.array(["a ."] * len(raw["text"]), dtype=object)
+  raw["id"] = np.asarray(batch["id"])
+  local = task.encode_batch(dict(raw))
+  long_text = " ".join(["wetter"] * 12) + " ."
+  with_global = task.encode_batch(dict(raw, global_text=np.array(["a .", long_text], dtype=object)))
+  assert local["labels"].shape[1] == 8
+  assert with_global["labels"].shape[1] > 8
+  np.testing.assert_array_equal(with_global["labels"][:, :8][:, :3], local["labels"][:, :3])

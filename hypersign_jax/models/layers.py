@@ -81,6 +81,19 @@ def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, idx, axis=1)
 
 
+def einsum_f32(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """``jnp.einsum`` of compute-dtype operands with float32 accumulation and a float32 result.
+
+  XLA:CPU has no batched bfloat16 x bfloat16 -> float32 dot ("Unsupported element type for DotThunk"), so when
+  lowering for CPU the operands are widened to float32 first: bfloat16 values are exact in float32 and their
+  products too, so this is the same arithmetic as the accelerators' native mixed-precision kernel."""
+  if a.dtype == jnp.float32 and b.dtype == jnp.float32:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+  return jax.lax.platform_dependent(
+      a, b, cpu=lambda a, b: jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32)),
+      default=lambda a, b: jnp.einsum(spec, a, b, preferred_element_type=jnp.float32))
+
+
 class BiLSTMLayer(nnx.Module):
   """One bidirectional LSTM layer over a padded batch; directions stacked on a leading axis of the weights."""
 
@@ -101,15 +114,13 @@ class BiLSTMLayer(nnx.Module):
     lengths = lengths.astype(jnp.int32)
     xs = jnp.stack([x, reverse_valid(x, lengths)], axis=0).astype(self.dtype)  # (2, B, T, in)
     # Input projections for all steps at once; then only the recurrent part is sequential.
-    xw = jnp.einsum("dbti,dig->tdbg", xs, self.w_ih[...].astype(self.dtype),
-                    preferred_element_type=jnp.float32) + self.b_ih[...][None, :, None, :]
+    xw = einsum_f32("dbti,dig->tdbg", xs, self.w_ih[...].astype(self.dtype)) + self.b_ih[...][None, :, None, :]
     w_hh = self.w_hh[...].astype(self.dtype)
     b_hh = self.b_hh[...][:, None, :]
 
     def step(carry, xw_t):
       h_prev, c_prev = carry  # (2, B, H) float32 each
-      gates = xw_t + (jnp.einsum("dbh,dhg->dbg", h_prev.astype(self.dtype), w_hh,
-                                 preferred_element_type=jnp.float32) + b_hh)
+      gates = xw_t + (einsum_f32("dbh,dhg->dbg", h_prev.astype(self.dtype), w_hh) + b_hh)
       i, f, g, o = jnp.split(gates, 4, axis=-1)
       c = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(g)
       h_new = jax.nn.sigmoid(o) * jnp.tanh(c)

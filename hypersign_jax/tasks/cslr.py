@@ -26,6 +26,11 @@ Data: ``config.data.dir`` is a prepared dataset directory (``python -m data_pipe
 synthetic configs), the synthetic corpus of that preset is built there first (``data.synthetic_seed``); real
 datasets are never built implicitly. ``config.data.pipeline`` holds the grain video pipeline fields
 (``data_pipelines.pipeline.default_config('video')``).
+
+Subclasses with another input (``tasks/keypoint_s2g.py``) change ``input_kind`` (the pipeline kind),
+``model_inputs`` (batch -> model arguments) and the model; the loss, decoding and scoring stay these.
+``feature_fn`` (the main path's BiLSTM output and lengths) is what ``--mode extract``
+(``hypersign_jax/extraction.py``) writes as stream ``extract.stream`` (default 'rgb').
 """
 from __future__ import annotations
 

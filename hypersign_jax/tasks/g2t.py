@@ -273,8 +273,14 @@ class G2TTask(base.Task):
         tgt = tgt[:max_tgt - 2] + tgt[-2:] if len(tgt) > max_tgt else tgt
       srcs.append(src)
       tgts.append(tgt)
-    s_len = pick_bucket(max(len(s) for s in srcs), sorted(d.src_buckets))
-    t_len = pick_bucket(max(len(t) for t in tgts), sorted(d.tgt_buckets))
+    longest_src, longest_tgt = max(len(s) for s in srcs), max(len(t) for t in tgts)
+    if "global_gloss" in batch:  # multi-process: every process must pick the buckets of the whole global batch
+      longest_src = max([longest_src] + [min(len(self.glosses.encode(str(g))), max(d.src_buckets))
+                                         for g in batch["global_gloss"]])
+      longest_tgt = max([longest_tgt] + [min(len(self.encode_text(str(t))), max(d.tgt_buckets))
+                                         for t in batch["global_text"]])
+    s_len = pick_bucket(longest_src, sorted(d.src_buckets))
+    t_len = pick_bucket(longest_tgt, sorted(d.tgt_buckets))
     src_ids, src_mask = tok.pad_batch(srcs, s_len, self.glosses.pad_id)
     target = tok.encode_targets(tgts, self.lang_id, t_len)
     out = dict(batch)

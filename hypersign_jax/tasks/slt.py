@@ -256,7 +256,11 @@ class SLTTask(g2t.G2TTask):
                            f"(data.tgt_buckets {tuple(d.tgt_buckets)}); raise it or set data.truncate=True")
         ids = ids[:max_tgt - 2] + ids[-2:]
       tgts.append(ids)
-    target = tok.encode_targets(tgts, self.lang_id, pick_bucket(max(len(t) for t in tgts), sorted(d.tgt_buckets)))
+    longest = max(len(t) for t in tgts)
+    if "global_text" in batch:  # multi-process: every process must pick the bucket of the whole global batch
+      longest = max([longest] + [min(len(self.encode_text(g2t.preprocess_text(str(t), d))), max_tgt)
+                                 for t in batch["global_text"]])
+    target = tok.encode_targets(tgts, self.lang_id, pick_bucket(longest, sorted(d.tgt_buckets)))
     out.update(text=np.array(texts, dtype=object), labels=target["labels"],
                decoder_input_ids=target["decoder_input_ids"])
     return out
