@@ -4,11 +4,22 @@ The corpus is built into ``data.dir`` on first use if the directory is missing (
 build it yourself: python -m data_pipelines.build --dataset synthetic --preset demo --out workdirs/data/synthetic_demo
 
 Default: preset 'demo' (64 px frames, 2000 training sentences) resized to 32 px and cropped to 28, a tiny SlowFast
-(one bottleneck block per stage, slow width 8, fast width 2) and a 128-wide temporal part, batch 4, Adam 2e-3
-constant, greedy dev decoding every 100 steps, two clip buckets; every SlowFastSign mechanism (BFF, PFE, SeqKD,
-CTC) is on. Sized for CPU time-to-accuracy; on 2 CPU cores it runs ~2.2 s/step (~0.45 steps/s) and is still in
-the CTC blank plateau (dev WER 100 %) after 200 steps / 11 minutes, i.e. the "dev WER <= 10 % in 10 minutes"
-target is NOT met (benchmarks/cslr_synthetic_train.py measures it).
+(one bottleneck block per stage, slow width 8, fast width 2) and a 256-wide temporal part, batch 4, Adam 2e-3
+constant without weight decay, greedy dev decoding every 100 steps, two clip buckets. Every SlowFastSign mechanism
+(BFF, PFE, SeqKD, CTC, head dropout, flip) is still available; the synthetic default sets these weights:
+  * ``backbone_overrides.zero_init_final_bn = False``: at 28 px res5 is 1x1 and the strided 1x1 projection
+    shortcuts of the first block of every stage keep only the top-left stem pixel (background), so with
+    PySlowFast's zero-initialised last BN of every bottleneck the per-frame features at init depend on the
+    top-left image corner only (46 % of their input sensitivity in the top-left 8x8 of 28x28); live residual
+    branches see the whole frame (11 %). On the smoke corpus (300 steps): SeqCTC 4.06 -> 3.14 per sentence;
+  * ``data.pipeline.flip_prob = 0``: the synthetic presets have no left-handed signers, so a mirrored clip never
+    occurs in dev/test (smoke, 300 steps: SeqCTC 5.35 -> 4.06);
+  * SeqKD (``loss.dist``), head dropout and BiLSTM dropout 0, 256 wide: as configs/keypoint_s2g_synthetic.py,
+    whose tuning showed each slows the escape from the CTC blank plateau on this corpus.
+Status: the "dev WER <= 10 % in 10 minutes on 2 CPU cores" target is NOT met (benchmarks/cslr_synthetic_train.py
+measures it): the per-frame features of a 28 px frame carry hand positions poorly (a plain per-frame CNN with a
+global mean pool learns as slowly; the same CNN with a flattened 4x4 map learns 2x faster, the keypoint model
+10x faster), so the RGB model stays near 95 % dev WER for the first several hundred steps.
 
 Variants:
   smoke: preset 'smoke' (24 training sentences of 32 px), a tiny model, a dozen steps, one clip bucket so the
@@ -44,8 +55,14 @@ def get_config(arg=None):
     c.model.backbone_overrides.blocks = (1, 1, 1, 1)
     c.model.backbone_overrides.num_block_temp_kernel = ((1, 1), (1, 1), (1, 1), (1, 1))
     c.model.backbone_overrides.conv_impl = "frames"  # XLA:CPU runs 3-D convs ~7x slower (models/frame_conv.py)
-    c.model.backbone_overrides.dropout_rate = 0.5    # the paper's head dropout
-    c.model.hidden_size = 128
+    # 28 px: res5 is 1x1 and the strided projection shortcuts keep only the top-left stem pixel (docstring)
+    c.model.backbone_overrides.zero_init_final_bn = False
+    c.model.backbone_overrides.dropout_rate = 0.0    # the paper's head dropout 0.5 slows the escape from the plateau
+    c.model.lstm_dropout = 0.0
+    c.model.hidden_size = 256
+    c.loss.dist = 0.0             # SeqKD off (as configs/keypoint_s2g_synthetic.py); loss.dist=25 turns it back on
+    p.flip_prob = 0.0             # the demo corpus has no left-handed signers: a mirrored clip is never evaluated
+    c.optimizer.weight_decay = 0.0
     c.train.batch_size = 4
     c.train.num_epochs = 10
     c.train.log_every = 25

@@ -15,9 +15,15 @@ Facts kept (design/SLOWFASTSIGN.md §3 "TemporalConv"):
 Parameters mirror ``conv1d.<branch>_temporal_conv``: ``convs[j]`` (``kernel`` (K, in, out) = torch weight
 ``.transpose(2, 1, 0)``, ``bias``) is torch index ``4j``, ``bns[j]`` (``scale``, ``bias``, ``mean``, ``var``) is
 torch index ``4j + 1``.
+
+The max-pool is an elementwise maximum of the ``k`` strided frame slices, not a reshape + max-reduction: same
+values and gradients, but XLA:CPU at ``xla_backend_optimization_level=0`` (``train.fast_compile``) miscompiles the
+gradient of BatchNorm -> ReLU -> reshape-max (wrong conv-kernel gradients, ~50 % of their scale; tested in
+tests/test_scale.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -97,6 +103,6 @@ class TemporalConv(nnx.Module):
         x = nnx.relu(self.bns[j](self.convs[j](x)))
         j += 1
       else:
-        n = x.shape[1] // k
-        x = x[:, :n * k].reshape(x.shape[0], n, k, x.shape[2]).max(axis=2)
+        n = x.shape[1] // k  # floor: trailing frames dropped
+        x = functools.reduce(jnp.maximum, [x[:, i:n * k:k] for i in range(k)])
     return x, jnp.maximum(output_length(lengths, self.spec), 0.0).astype(jnp.int32)

@@ -169,10 +169,6 @@ def make_eval_step(setup: Setup):
 
 # XLA options that trade run-time speed for much shorter CPU compiles (init programs; `train.fast_compile`).
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-# On a mesh of more than one device only the LLVM part: XLA:CPU at optimisation level 0 miscompiles SPMD-partitioned
-# gradients (batch-statistics normalisation -> ReLU -> max-pool, as in every TemporalConv: wrong kernel gradients
-# on 8 simulated devices, right at the default level; tests/test_scale.py would catch it).
-FAST_COMPILE_OPTIONS_SHARDED = {"xla_llvm_disable_expensive_passes": True}
 
 
 class _Jitted:
@@ -180,10 +176,7 @@ class _Jitted:
 
   def __init__(self, fn, setup: Setup, train: bool, fast_compile: bool = False):
     self._fn, self._setup, self._train = fn, setup, train
-    if not fast_compile:
-      self._options = None
-    else:
-      self._options = FAST_COMPILE_OPTIONS if setup.mesh.size == 1 else FAST_COMPILE_OPTIONS_SHARDED
+    self._options = FAST_COMPILE_OPTIONS if fast_compile else None
     self._cache = {}
 
   def __call__(self, state, batch):
