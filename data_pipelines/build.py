@@ -30,6 +30,7 @@ import collections
 import importlib
 import json
 import os
+import shutil
 import statistics
 import sys
 from typing import Any, Iterable, Iterator, Sequence
@@ -280,10 +281,23 @@ def build_dataset(dataset: str, root: str | None, out: str, *, splits: Sequence[
       "skipped": [{"split": s, "id": i, "reason": why} for s, i, why in source.skipped],
       "notes": list(source.notes),
   }
-  with open(os.path.join(out, INFO_FILE), "w", encoding="utf-8") as f:
+  write_info(out, info)
+  return info
+
+
+def write_info(directory: str, info: dict) -> None:
+  """Writes ``dataset_info.json`` (UTF-8, indented) into a prepared dataset directory."""
+  with open(os.path.join(directory, INFO_FILE), "w", encoding="utf-8") as f:
     json.dump(info, f, indent=2, ensure_ascii=False)
     f.write("\n")
-  return info
+
+
+def publish(tmp: str, out: str, info: dict) -> None:
+  """Writes ``info`` into the finished temporary directory ``tmp`` and moves it to ``out`` (replacing it)."""
+  write_info(tmp, info)
+  if os.path.isdir(out):
+    shutil.rmtree(out)
+  os.replace(tmp, out)
 
 
 def _vocabulary(source, records_by_split: dict[str, list[dict]], available: Iterable[str],

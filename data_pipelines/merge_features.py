@@ -93,12 +93,7 @@ def write_feature_dataset(out: str, splits: Mapping[str, tuple[Iterable[dict], i
     full = {"name": "features", **info, "splits": stats, "vocab_size": len(vocab), "num_classes": vocab.num_classes,
             "vocab_source": os.path.abspath(vocab_path), "num_shards": 1, "skipped": []}
     full.setdefault("notes", [])
-    with open(os.path.join(tmp, build.INFO_FILE), "w", encoding="utf-8") as f:
-      json.dump(full, f, indent=2, ensure_ascii=False)
-      f.write("\n")
-    if os.path.isdir(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
+    build.publish(tmp, out, full)
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)

@@ -178,12 +178,7 @@ def write_features_dataset(out: str, preset: str, *, seed: int = 0, dim: int = D
         "skipped": [],
         "notes": [NOTE],
     }
-    with open(os.path.join(tmp, build.INFO_FILE), "w", encoding="utf-8") as f:
-      json.dump(info, f, indent=2, ensure_ascii=False)
-      f.write("\n")
-    if os.path.isdir(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
+    build.publish(tmp, out, info)
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
