@@ -19,7 +19,9 @@ next to the analytic training estimate of SLOWFASTSIGN.md §7 (3 x inference for
 5.147 GFLOPs per padded frame for the backbone plus the temporal head). Utilisation = achieved FLOP/s of the step
 divided by the FLOP/s of a large float32 matmul (N x N @ N x N, 2 N^3 FLOPs) timed in the same run: relative to
 what this machine's matmul reaches, not to a datasheet peak. The default dtype is float32 (the CPU choice of the
-synthetic configs); the paper config's bfloat16 is ``--dtype bfloat16``.
+synthetic configs); the paper config's bfloat16 is ``--dtype bfloat16``. ``--remat block|stage`` rematerialises
+the backbone (config ``model.remat``). On a GPU with a known datasheet peak (H100 / H200 / A100, or
+``--peak_tflops``), MFU = XLA FLOPs / step time / dense peak of ``--dtype`` is printed as well.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.reference import matmul_flops_per_s  # noqa: E402
+from benchmarks.reference import device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
 from configs import slowfastsign_phoenix2014, slowfastsign_synthetic  # noqa: E402
 from data_pipelines import batching  # noqa: E402
 from hypersign_jax.tasks import base as task_base  # noqa: E402
@@ -99,7 +101,12 @@ def main(argv=None) -> int:
                  help="model/optimizer settings of configs/slowfastsign_<config>.py")
   p.add_argument("--classes", type=int, default=PHOENIX2014_CLASSES)
   p.add_argument("--backbone", default="", choices=("", "r101", "tiny"), help="'' = the config's")
-  p.add_argument("--dtype", default="float32")
+  p.add_argument("--dtype", default="float32", help="compute dtype (config 'dtype'): float32 | bfloat16")
+  p.add_argument("--remat", default="none", choices=("none", "block", "stage"),
+                 help="config model.remat: rematerialise each ResBlock / ResStage of the backbone")
+  p.add_argument("--remat_policy", default="", help="config model.remat_policy (e.g. dots_saveable)")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="device peak for MFU (0 = from the device kind: H100/H200/A100 dense, by --dtype)")
   p.add_argument("--fast_compile", action="store_true", help="train.fast_compile (XLA optimisation level 0)")
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--matmul", type=int, default=2048)
@@ -108,6 +115,8 @@ def main(argv=None) -> int:
 
   config = {"phoenix2014": slowfastsign_phoenix2014, "synthetic": slowfastsign_synthetic}[args.config].get_config()
   config.dtype = args.dtype
+  config.model.remat = args.remat
+  config.model.remat_policy = args.remat_policy
   if args.backbone:
     config.model.backbone = args.backbone
   backbone = config.model.backbone
@@ -143,13 +152,16 @@ def main(argv=None) -> int:
     times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
   mm = matmul_flops_per_s(args.matmul, 5)
+  peak, peak_desc = device_peak_flops(args.dtype, args.peak_tflops)
+  util = mfu(flops, step_s, peak)
   analytic = (analytic_train_gflops(args.frames) if (backbone == "r101" and args.crop == 224
                                                      and args.classes == PHOENIX2014_CLASSES) else {})
 
   result = {
       "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "config": args.config, "backbone": backbone,
       "hidden": config.model.hidden_size, "fast_compile": args.fast_compile,
-      "dtype": args.dtype, "params": int(n_params), "frames": args.frames,
+      "dtype": args.dtype, "remat": args.remat, "remat_policy": args.remat_policy,
+      "params": int(n_params), "frames": args.frames,
       "padded_frames": int(batch["video"].shape[1]), "crop": args.crop, "batch": args.batch,
       "glosses": args.glosses, "classes": args.classes,
       "build_init_s": round(init_s, 2), "compile_plus_first_step_s": round(first_s, 2),
@@ -157,7 +169,7 @@ def main(argv=None) -> int:
       "step_s_all": [round(x, 3) for x in times], "loss": float(out["loss"]), "bad_step": int(out["bad_step"]),
       "xla_flops_per_step": flops, "xla_bytes_accessed_per_step": bytes_accessed,
       "achieved_gflops": flops / step_s / 1e9, f"matmul{args.matmul}_gflops": mm / 1e9,
-      "utilisation_vs_matmul": flops / step_s / mm,
+      "utilisation_vs_matmul": flops / step_s / mm, "peak": peak_desc, "mfu": util,
       "flops_source": "XLA cost_analysis() of the compiled train step (forward + backward + Adam, all paths)",
       "analytic_slowfastsign_md_s7": analytic,
   }
@@ -170,9 +182,10 @@ def main(argv=None) -> int:
                  f"{flops / 1e9 / analytic['train_gflops_3x_forward']:.2f})"))
   rows += [("achieved", f"{flops / step_s / 1e9:.1f} GFLOP/s"),
            (f"matmul {args.matmul}^3 float32", f"{mm / 1e9:.1f} GFLOP/s"),
-           ("utilisation vs matmul", f"{100 * flops / step_s / mm:.1f} %")]
+           ("utilisation vs matmul", f"{100 * flops / step_s / mm:.1f} %"),
+           ("MFU vs device peak", (f"{100 * util:.1f} % of {peak_desc}" if util is not None else peak_desc))]
   print(f"SlowFastSign train step ({args.config} config): {backbone}, hidden {config.model.hidden_size}, {args.crop} px, T={args.frames} "
-        f"(padded {result['padded_frames']}), batch {args.batch}, {args.dtype}, {n_params:,} params, "
+        f"(padded {result['padded_frames']}), batch {args.batch}, {args.dtype}, remat {args.remat}, {n_params:,} params, "
         f"{result['device']}, {os.cpu_count()} CPUs")
   print("| quantity | value |\n|---|---|")
   for k, v in rows:

@@ -1,4 +1,6 @@
-"""The reference every step benchmark divides by: a large float32 matmul's FLOP/s, measured in the same run."""
+"""What the step benchmarks divide by: a large float32 matmul's FLOP/s measured in the same run
+(``matmul_flops_per_s``), and the device's datasheet peak for model FLOP utilisation (``device_peak_flops``,
+``mfu``)."""
 from __future__ import annotations
 
 import time
@@ -19,3 +21,50 @@ def matmul_flops_per_s(n: int, repeats: int) -> float:
     f(a, b).block_until_ready()
     times.append(time.perf_counter() - t0)
   return 2.0 * n**3 / min(times)
+
+
+# Dense (no sparsity) peak FLOP/s from the vendors' datasheets, by compute dtype. 'float32' is the plain FP32 rate
+# (CUDA cores); XLA may run float32 matmuls as TF32 on Ampere/Hopper, in which case "MFU vs float32" can exceed 1.
+PEAK_FLOPS = {
+    "H100 SXM": {"bfloat16": 989.4e12, "float16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12},
+    "H100 PCIe": {"bfloat16": 756.5e12, "float16": 756.5e12, "tf32": 378.0e12, "float32": 51.2e12},
+    "H200": {"bfloat16": 989.4e12, "float16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12},
+    "A100": {"bfloat16": 312.0e12, "float16": 312.0e12, "tf32": 156.0e12, "float32": 19.5e12},
+}
+
+
+def _device_family(device_kind: str) -> str | None:
+  """jax.devices()[0].device_kind (e.g. 'NVIDIA H100 80GB HBM3') -> a PEAK_FLOPS key, or None if unknown."""
+  kind = device_kind.upper()
+  if "H200" in kind:
+    return "H200"
+  if "H100" in kind:
+    return "H100 PCIe" if "PCIE" in kind else "H100 SXM"
+  if "A100" in kind:
+    return "A100"
+  return None
+
+
+def device_peak_flops(dtype: str, override_tflops: float = 0.0, device=None) -> tuple[float | None, str]:
+  """(peak FLOP/s for this compute dtype, description) of ``device`` (default: the first device).
+
+  ``override_tflops`` > 0 wins (any device); an unknown device (e.g. a CPU) gives (None, reason)."""
+  if override_tflops > 0:
+    return override_tflops * 1e12, f"{override_tflops:g} TFLOP/s (--peak_tflops)"
+  device = device or jax.devices()[0]
+  kind = getattr(device, "device_kind", str(device))
+  family = _device_family(kind)
+  if family is None:
+    return None, f"unknown peak for device {kind!r} (pass --peak_tflops)"
+  name = str(jnp.dtype(dtype)) if dtype != "tf32" else "tf32"
+  peak = PEAK_FLOPS[family].get(name)
+  if peak is None:
+    return None, f"no {name} peak for {family}"
+  return peak, f"{family} dense {name} {peak / 1e12:.1f} TFLOP/s ({kind})"
+
+
+def mfu(flops_per_step: float, step_s: float, peak: float | None) -> float | None:
+  """Model FLOP utilisation: XLA's FLOPs of one step / step time / device peak (None without a peak)."""
+  if peak is None or not step_s or flops_per_step != flops_per_step:
+    return None
+  return flops_per_step / step_s / peak

@@ -12,7 +12,9 @@ classes); dropout as configured (0.3 / 0.1 / 0.1 / DSG 0.5).
 FLOPs are XLA's own count for the compiled step (`jax.jit(...).lower(...).compile().cost_analysis()['flops']`,
 multiply-add = 2); utilisation = achieved FLOP/s of the step divided by the FLOP/s of a large float32 matmul
 (N x N @ N x N, 2 N^3 FLOPs) timed in the same run, i.e. relative to what this machine's matmul reaches, not to a
-datasheet peak.
+datasheet peak; on a GPU with a known datasheet peak (H100 / H200 / A100, or ``--peak_tflops``) the MFU against the
+dense peak of ``--dtype`` is printed too. ``--dtype bfloat16`` computes in bfloat16 with float32 parameters;
+``--remat layer`` rematerialises every mBART layer.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.reference import matmul_flops_per_s  # noqa: E402
+from benchmarks.reference import device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
 from configs import hypersign_phoenix2014t  # noqa: E402
 from hypersign_jax.models import fusion, mbart, psc, slt, sst, visual_head  # noqa: E402
 from hypersign_jax.tasks import slt as slt_task  # noqa: E402
@@ -39,10 +41,12 @@ from hypersign_jax.text import tokenizer as tok  # noqa: E402
 from hypersign_jax.training import optim  # noqa: E402
 
 
-def phoenix_model_config(layers: int | None) -> slt.SLTConfig:
+def phoenix_model_config(layers: int | None, dtype: str = "float32", remat: str = "none",
+                         remat_policy: str = "") -> slt.SLTConfig:
   c = hypersign_phoenix2014t.get_config()
   m = c.model
-  mb = mbart.MBartConfig(vocab_size=2498, d_model=m.d_model, encoder_layers=layers or m.encoder_layers,
+  dtype = jnp.dtype(dtype)
+  mb = mbart.MBartConfig(dtype=dtype, remat=remat, remat_policy=remat_policy,vocab_size=2498, d_model=m.d_model, encoder_layers=layers or m.encoder_layers,
                          decoder_layers=layers or m.decoder_layers, encoder_attention_heads=m.encoder_attention_heads,
                          decoder_attention_heads=m.decoder_attention_heads, encoder_ffn_dim=m.encoder_ffn_dim,
                          decoder_ffn_dim=m.decoder_ffn_dim, dropout=m.dropout, attention_dropout=m.attention_dropout,
@@ -50,11 +54,12 @@ def phoenix_model_config(layers: int | None) -> slt.SLTConfig:
   return slt.SLTConfig(
       streams=tuple(m.streams), input_sizes=(832, 832),
       head=visual_head.VisualHeadConfig(hidden_size=m.head.hidden_size, ff_size=m.head.ff_size, num_classes=1094,
-                                        dropout=m.head.dropout),
+                                        dropout=m.head.dropout, dtype=dtype),
       mapper=fusion.VLMapperConfig(in_features=m.head.hidden_size, num_glosses=1094, out_features=mb.d_model,
-                                   fusion_dropout=m.mapper.fusion_dropout),
+                                   fusion_dropout=m.mapper.fusion_dropout, dtype=dtype),
       psc=psc.PSCConfig(final_step=m.psc.final_step),
-      sst=sst.SSTConfig(video_dim=mb.d_model, text_dim=mb.d_model, sd_num=m.sst.sd_num, sd_dim=m.sst.sd_dim),
+      sst=sst.SSTConfig(video_dim=mb.d_model, text_dim=mb.d_model, sd_num=m.sst.sd_num, sd_dim=m.sst.sd_dim,
+                        dtype=dtype),
       mbart=mb, lang_id=6, eos_id=tok.EOS)
 
 
@@ -65,11 +70,16 @@ def main(argv=None) -> int:
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--layers", type=int, default=0, help="mBART layers per stack (0 = the config's 12)")
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--dtype", default="float32", help="compute dtype: float32 | bfloat16 (parameters stay float32)")
+  p.add_argument("--remat", default="none", choices=("none", "layer"), help="rematerialise every mBART layer")
+  p.add_argument("--remat_policy", default="", help="jax.checkpoint policy name (e.g. dots_saveable)")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="device peak for MFU (0 = from the device kind: H100/H200/A100 dense, by --dtype)")
   p.add_argument("--matmul", type=int, default=2048)
   p.add_argument("--json", help="also write the results here")
   args = p.parse_args(argv)
 
-  cfg = phoenix_model_config(args.layers)
+  cfg = phoenix_model_config(args.layers, args.dtype, args.remat, args.remat_policy)
   c = hypersign_phoenix2014t.get_config()
   t0 = time.perf_counter()
   model = slt.HyperSignSLT(cfg, rngs=nnx.Rngs(0))
@@ -116,16 +126,22 @@ def main(argv=None) -> int:
       times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
   mm = matmul_flops_per_s(args.matmul, 5)
+  peak, peak_desc = device_peak_flops(args.dtype, args.peak_tflops)
+  util = mfu(flops, step_s, peak)
   result = {
       "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "params": int(n_params),
-      "mbart_layers": cfg.mbart.encoder_layers, "frames": t, "target": length, "batch": b,
+      "mbart_layers": cfg.mbart.encoder_layers, "frames": t, "target": length, "batch": b, "dtype": args.dtype,
+      "remat": args.remat, "remat_policy": args.remat_policy,
       "init_s": round(init_s, 2), "compile_s": round(compile_s, 2), "step_s_median": round(step_s, 4),
       "step_s_all": [round(x, 4) for x in times], "loss": float(loss),
       "xla_flops_per_step": flops, "achieved_gflops": flops / step_s / 1e9,
       f"matmul{args.matmul}_gflops": mm / 1e9, "utilisation_vs_matmul": flops / step_s / mm,
+      "peak": peak_desc, "mfu": util,
       "flops_source": "XLA cost_analysis of the compiled train step (forward + backward + Adam)",
   }
   print(json.dumps(result, indent=2))
+  print(f"S2T train step: {step_s:.4f} s, {flops / step_s / 1e12:.2f} TFLOP/s achieved; MFU "
+        + (f"{100 * util:.1f} % of {peak_desc}" if util is not None else f"n/a ({peak_desc})"))
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(result, f, indent=2)

@@ -52,20 +52,21 @@ def maybe_checkpointed(enabled: bool, module: nnx.Module, *args: Any, policy: st
 
 
 def saved_residual_bytes(fn: Callable[..., Any], diff_arg: Any, *args: Any) -> int:
-  """Bytes the backward pass of ``fn(diff_arg, *args)`` with respect to ``diff_arg`` (e.g. the parameters) keeps
-  from the forward pass (its VJP residuals, inputs that are kept included), by abstract evaluation: nothing is
-  computed, the arguments may be ``jax.ShapeDtypeStruct``s.
+  """Bytes of forward activations that the backward pass of ``fn(diff_arg, *args)`` with respect to ``diff_arg``
+  (e.g. the parameters) keeps: its VJP residuals, minus those that are ``diff_arg``'s own arrays (parameters are
+  in memory anyway). Abstract evaluation: nothing is computed, the arguments may be ``jax.ShapeDtypeStruct``s.
 
   This is what rematerialisation reduces, independent of the backend. (XLA's own ``memory_analysis()`` of a
   compiled step shows it on GPU/TPU; XLA:CPU schedules the recomputation right after the forward pass, so its
-  peak does not drop.)
+  temporary bytes do not drop.)
   """
-  def residuals(x, *rest):
-    return jax.tree.leaves(jax.vjp(lambda x: fn(x, *rest), x)[1])
+  def residual_shapes(x, *rest):
+    inputs = {id(leaf) for leaf in jax.tree.leaves(x)}
+    residuals = jax.tree.leaves(jax.vjp(lambda x: fn(x, *rest), x)[1])
+    return [r for r in residuals if id(r) not in inputs]
 
-  leaves = jax.eval_shape(residuals, diff_arg, *args)
   total = 0
-  for leaf in leaves:
+  for leaf in jax.eval_shape(residual_shapes, diff_arg, *args):
     size = 1
     for d in leaf.shape:
       size *= int(d)
