@@ -5,6 +5,10 @@ multi-host pod. Batches are split over both axes (every device holds a different
 (and the optimizer state, which has the same shapes) are split over 'fsdp' by a shape rule, big_vision style: the
 largest dimension divisible by the 'fsdp' size is sharded, small arrays are replicated. With fsdp = 1 everything is
 replicated, i.e. plain data parallelism.
+
+Activations: models call ``constrain_batch`` on their big intermediate tensors (SlowFast stage outputs, mBART layer
+outputs) so that XLA keeps them split over the batch axes and gathers the FSDP-sharded parameters instead; the
+trainer traces its steps under ``jax.set_mesh(mesh)``, elsewhere the hint is a no-op.
 """
 from __future__ import annotations
 
