@@ -14,6 +14,10 @@ On 8 simulated CPU devices (a subprocess with ``--xla_force_host_platform_device
     gradient norm moves by 0.15 %. Measured: the 1-device program fed the 8-device run's parameters reproduces
     the 8-device gradient (and an op-by-op eager run reproduces the 1-device losses), so it is the model's own
     discontinuity, not a sharding error. S2T agrees to ~1e-6 throughout.
+  - step by step (the check that the discontinuity above cannot break): the 1-device program applied to the
+    sharded run's own state before each step gives that step's loss and gradient norm within rtol 1e-5 and the
+    same updated parameters (largest difference < 1e-3 of that step's largest parameter change; measured
+    ~1e-5 CSLR, ~5e-6 S2T).
   The optimizer is plain SGD, not the configs' Adam: Adam's first update is ~lr * sign(gradient), which turns
   1e-7 noise on gradients that are exactly 0 in exact arithmetic (conv biases before a BatchNorm) into +-lr
   parameter jumps, so Adam runs differ by whole updates wherever such signs flip (momentum would carry the
@@ -78,16 +82,20 @@ SCRIPT = textwrap.dedent("""
         return int(sum(x.addressable_shards[0].data.nbytes for x in leaves(tree)))
       return int(sum(x.nbytes for x in leaves(tree)))
 
-    def run(data, fsdp, dtype="float32", remat="none"):
+    def run(data, fsdp, dtype="float32", remat="none", keep=None):
       c.dtype = dtype
       c.model[remat_key] = remat
       setup = build(data, fsdp)
       step = trainer._Jitted(trainer.make_train_step(setup, 1), setup, train=True, fast_compile=True)
       state, losses, grad_norms = setup.state, [], []
       for b in batches:
+        if keep is not None:
+          keep.append(jax.device_get(state))
         state, out = step(state, sharding.make_global_batch(b, setup.mesh))
         losses.append(float(out["loss"]))
         grad_norms.append(float(out["grad_norm"]))
+      if keep is not None:
+        keep.append(jax.device_get(state))
       (compiled,) = step._cache.values()
       return {
           "devices": len(setup.mesh.devices.flat),
@@ -103,8 +111,26 @@ SCRIPT = textwrap.dedent("""
           "all_gather": "all-gather" in compiled.as_text(),
       }
 
-    out = {"one": run(1, 1), "mesh": run(2, 4, remat=remat_value), "bf16": run(1, 1, dtype="bfloat16"),
-           "device_count": jax.device_count(), "lr": float(c.optimizer.lr)}
+    mesh_states = []
+    out = {"one": run(1, 1), "mesh": run(2, 4, remat=remat_value, keep=mesh_states),
+           "bf16": run(1, 1, dtype="bfloat16"), "device_count": jax.device_count(), "lr": float(c.optimizer.lr)}
+
+    # Step by step: the plain 1-device step applied to the sharded run's own state before each step must give that
+    # step's loss, gradient norm and updated parameters (relative to the size of the update).
+    c.model[remat_key], c.dtype = "none", "float32"
+    setup = build(1, 1)
+    step = trainer._Jitted(trainer.make_train_step(setup, 1), setup, train=True, fast_compile=True)
+    replay = {"losses": [], "grad_norms": [], "param_error": []}
+    for i, b in enumerate(batches):
+      state, o = step(jax.device_put(mesh_states[i], setup.state_shardings),
+                      sharding.make_global_batch(b, setup.mesh))
+      replay["losses"].append(float(o["loss"]))
+      replay["grad_norms"].append(float(o["grad_norm"]))
+      before, after, got = (jax.tree.leaves(t["params"]) for t in (mesh_states[i], mesh_states[i + 1], state))
+      update = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b0)))) for a, b0 in zip(after, before))
+      error = max(float(np.max(np.abs(np.asarray(g) - np.asarray(a)))) for g, a in zip(got, after))
+      replay["param_error"].append(error / update)
+    out["replay"] = replay
     # The configs' Adam: its moments are sharded like the parameters (built and placed, no step needed).
     c.optimizer.name, c.dtype = "adam", "float32"
     adam = build(2, 4).state["opt_state"]
@@ -152,6 +178,20 @@ def test_sharded_training_equals_one_device(result):
       worst = max(worst, float(np.max(np.abs(a - b))))
   print(f"{task}: largest parameter difference after {STEPS} steps {worst:.2e} (one update: norm {update:.2e})")
   assert worst < 0.2 * update
+
+
+def test_sharded_step_equals_one_device_step_from_the_same_state(result):
+  """Every step of the sharded run, replayed by the 1-device program from the sharded run's own state before that
+  step: same loss and gradient norm (rtol 1e-5) and the same updated parameters (largest difference < 1e-3 of the
+  largest parameter change of that step). This is the per-step equality the max-pool discontinuity cannot break."""
+  task, r = result
+  mesh, replay = r["mesh"], r["replay"]
+  print(f"{task}: replayed losses {replay['losses']} vs {mesh['losses']}; gradient norms {replay['grad_norms']} "
+        f"vs {mesh['grad_norms']}; parameter error / update {replay['param_error']}")
+  assert len(replay["losses"]) == STEPS
+  np.testing.assert_allclose(replay["losses"], mesh["losses"], rtol=1e-5, err_msg=task)
+  np.testing.assert_allclose(replay["grad_norms"], mesh["grad_norms"], rtol=1e-5, err_msg=task)
+  assert max(replay["param_error"]) < 1e-3, replay["param_error"]
 
 
 def test_fsdp_shards_parameters_and_optimizer_state(result):
