@@ -72,3 +72,49 @@ def test_g2t_trains_and_scores_through_the_trainer(tmp_path):
     assert dev[key] == pytest.approx(expected[key])
   assert dev["bleu1"] > 10.0 and dev["rouge_l"] > 10.0  # it learned something (untrained: 0)
   assert "tok:none" in dev["signature"]
+
+
+def test_pretrained_hf_mbart_is_loaded_by_the_trainer(tmp_path):
+  """`model.pretrained` (an HF mBART directory) through `trainer.build`: the model is initialised inside a jitted
+  program, the weights are loaded eagerly afterwards (`task.load_weights`), so the train state holds exactly the
+  HF matrices (a loader run inside the traced init would fail or be silently skipped)."""
+  import transformers  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from hypersign_jax.tasks import base  # pylint: disable=import-outside-toplevel
+
+  config = g2t_synthetic.get_config("smoke")
+  config.data.dir = str(tmp_path / "data")
+  config.text.cache_dir = str(tmp_path / "spm")
+  task = base.get_task(config.task)(config)
+  cfg = task.model_config()
+  hf_cfg = transformers.MBartConfig(
+      vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
+      decoder_layers=cfg.decoder_layers, encoder_attention_heads=cfg.encoder_attention_heads,
+      decoder_attention_heads=cfg.decoder_attention_heads, encoder_ffn_dim=cfg.encoder_ffn_dim,
+      decoder_ffn_dim=cfg.decoder_ffn_dim, max_position_embeddings=cfg.max_position_embeddings,
+      scale_embedding=cfg.scale_embedding, pad_token_id=PAD, bos_token_id=0, eos_token_id=2)
+  torch.manual_seed(3)
+  hf = transformers.MBartForConditionalGeneration(hf_cfg)
+  with torch.no_grad():
+    hf.model.shared.weight.normal_(0.0, 0.5)
+  hf_dir = str(tmp_path / "hf")
+  hf.save_pretrained(hf_dir)
+  shared = hf.model.shared.weight.detach().numpy()
+
+  config.model.pretrained = hf_dir
+  setup = trainer.build(config, task)
+  flat = {"/".join(map(str, k)): np.asarray(v)
+          for k, v in nnx.traversals.flatten_mapping(nnx.to_pure_dict(setup.state["params"])).items()}
+  embeddings = [v for k, v in flat.items() if v.shape == shared.shape and "shared" in k]
+  assert len(embeddings) == 1, sorted(flat)
+  np.testing.assert_array_equal(embeddings[0], shared)
+
+  # The same weights as building the model eagerly and loading them directly.
+  eager = task.build_model(nnx.Rngs(config.seed))
+  task.load_weights(eager)
+  eager_flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
+                nnx.traversals.flatten_mapping(nnx.to_pure_dict(nnx.state(eager, nnx.Param))).items()}
+  assert eager_flat.keys() == flat.keys()
+  for key, value in eager_flat.items():
+    if "gloss_embedding" not in key:  # randomly initialised, not part of the HF directory
+      np.testing.assert_array_equal(flat[key], value, err_msg=key)

@@ -112,7 +112,8 @@ def test_mbart_is_initialised_from_a_g2t_checkpoint(data_dir, tmp_path):
   expected = nnx.to_pure_dict(setup.state["params"])["model"]
 
   config = _config(data_dir, tmp_path, init_from_g2t=g2t_dir)
-  model = slt_task.SLTTask(config).build_model(nnx.Rngs(0))
+  # Through the trainer's init (model built inside jax.jit, weights loaded eagerly after it).
+  model = trainer.init_model(slt_task.SLTTask(config), 0)
   ours = nnx.to_pure_dict(nnx.state(model.mbart, nnx.Param))
   flat_e = dict(nnx.traversals.flatten_mapping(expected))
   flat_o = dict(nnx.traversals.flatten_mapping(ours))
@@ -122,7 +123,7 @@ def test_mbart_is_initialised_from_a_g2t_checkpoint(data_dir, tmp_path):
 
   config = _config(data_dir, tmp_path, init_from_g2t=str(tmp_path / "missing"))
   with pytest.raises(FileNotFoundError, match="init_from_g2t"):
-    slt_task.SLTTask(config).build_model(nnx.Rngs(0))
+    trainer.init_model(slt_task.SLTTask(config), 0)
 
 
 def test_multi_process_batches_take_the_target_bucket_of_the_global_batch(data_dir, tmp_path):

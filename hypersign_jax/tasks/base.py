@@ -44,7 +44,12 @@ class Task(abc.ABC):
   # ---- model -------------------------------------------------------------------------------------------------
   @abc.abstractmethod
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    """The model with freshly initialised parameters."""
+    """The model with freshly initialised parameters (no I/O: the trainer traces this under ``jax.jit``)."""
+
+  def load_weights(self, model: nnx.Module) -> None:
+    """Loads the config's pretrained / initial weights into a freshly built ``model`` in place (file I/O, run
+    eagerly after ``build_model``). Default: nothing to load."""
+    del model
 
   # ---- data --------------------------------------------------------------------------------------------------
   @abc.abstractmethod

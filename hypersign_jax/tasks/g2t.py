@@ -303,11 +303,12 @@ class G2TTask(base.Task):
     return mbart.MBartConfig(vocab_size=self.vocab_size, dtype=dtype, **fields)
 
   def build_model(self, rngs):
-    model = G2TModel(self.model_config(), len(self.glosses), self.glosses.pad_id, rngs=rngs)
+    return G2TModel(self.model_config(), len(self.glosses), self.glosses.pad_id, rngs=rngs)
+
+  def load_weights(self, model: G2TModel) -> None:
     pretrained = self.config.model.get("pretrained", "")
     if pretrained:
       self._load_pretrained(model, pretrained)
-    return model
 
   def _load_pretrained(self, model: G2TModel, directory: str) -> None:
     """HF mBART weights (`pytorch_model.bin` / `model.safetensors`), pruned to our vocabulary if they are full."""

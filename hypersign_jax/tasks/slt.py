@@ -215,7 +215,9 @@ class SLTTask(g2t.G2TTask):
                          psc=psc_cfg, sst=sst_cfg, mbart=mb, lang_id=self.lang_id, eos_id=tok.EOS)
 
   def build_model(self, rngs):
-    model = slt.HyperSignSLT(self.slt_config(), rngs=rngs)
+    return slt.HyperSignSLT(self.slt_config(), rngs=rngs)
+
+  def load_weights(self, model: slt.HyperSignSLT) -> None:
     m = self.config.model
     if m.get("pretrained", ""):
       sd = g2t._read_state_dict(m.pretrained)  # pylint: disable=protected-access
@@ -225,7 +227,6 @@ class SLTTask(g2t.G2TTask):
     if m.get("init_from_g2t", ""):
       load_mbart_params(model.mbart, read_g2t_mbart(m.init_from_g2t), f"model.init_from_g2t = {m.init_from_g2t!r}")
       logging.info("slt: mBART initialised from the G2T checkpoint in %s", m.init_from_g2t)
-    return model
 
   # ---- data ----------------------------------------------------------------------------------------------------
   def _features_pipeline_config(self, global_batch: int) -> dict:

@@ -101,7 +101,8 @@ def build(config, task: task_base.Task | None = None) -> Setup:
 
 
 def init_model(task: task_base.Task, seed: int) -> nnx.Module:
-  """Builds the task's model with all initialisers in one compiled program.
+  """Builds the task's model with all initialisers in one compiled program, then loads the config's pretrained /
+  initial weights eagerly (``task.load_weights``: file I/O cannot run inside the traced program).
 
   Eager initialisation compiles one small random-number program per distinct parameter shape (seconds each on a
   CPU for a SlowFast backbone); tracing the whole construction under ``jax.jit`` compiles once.
@@ -110,7 +111,9 @@ def init_model(task: task_base.Task, seed: int) -> nnx.Module:
   graphdef = nnx.graphdef(abstract)
   init = jax.jit(lambda: nnx.state(task.build_model(nnx.Rngs(seed)))).lower()
   state = init.compile(compiler_options=FAST_COMPILE_OPTIONS)()  # runs once: compile time is what matters
-  return nnx.merge(graphdef, state)
+  model = nnx.merge(graphdef, state)
+  task.load_weights(model)
+  return model
 
 
 def _model_from_state(graphdef, state, step):
