@@ -119,3 +119,35 @@ def test_summary_table():
   assert "BLEU-1..4 70.00 / 60.00 / 55.00 / 51.25, ROUGE-L 72.00" in table
   assert "50 (earlier run)" in table
   json.dumps(summary)
+
+
+def test_smoke_recipe_runs_every_real_stage_end_to_end(tmp_path):
+  """`python main.py --mode recipe --config configs/recipe_synthetic.py:smoke`: every real stage (corpus, both S2G
+  trainings, both extractions, merge, G2T, S2T initialised from the G2T checkpoint) runs as its own process and
+  reports results; a re-run skips them all. (~1 min on 2 CPU cores.)"""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path / "recipe"
+  cmd = [sys.executable, os.path.join(root, "main.py"), "--mode", "recipe", "--config",
+         os.path.join(root, "configs", "recipe_synthetic.py") + ":smoke", "--workdir", str(workdir)]
+  env = dict(os.environ, PYTHONPATH=root)
+  proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  by_name = {s["stage"]: s for s in summary["stages"]}
+  assert list(by_name) == ["corpus", "s2g_rgb", "s2g_keypoint", "extract_rgb", "extract_keypoint",
+                           "merge_features", "g2t", "s2t"]
+  assert all(s["status"] == "done" for s in summary["stages"])
+  assert by_name["corpus"]["results"]["splits"] == {"train": 24, "dev": 8, "test": 8}
+  assert by_name["merge_features"]["results"]["splits"] == {"train": 24, "dev": 8, "test": 8}
+  for name in ("s2g_rgb", "s2g_keypoint"):
+    assert 0.0 <= by_name[name]["results"]["dev"]["wer"] <= 200.0
+  for name in ("g2t", "s2t"):
+    assert 0.0 <= by_name[name]["results"]["dev"]["bleu4"] <= 100.0
+  s2t_log = (workdir / "logs" / "s2t.log").read_text()
+  assert f"--config.model.init_from_g2t={workdir / 'g2t'}" in s2t_log.splitlines()[1]  # the stage's command
+  assert (workdir / "summary.md").read_text().count("|") > 20
+
+  again = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("skipped") == 8
