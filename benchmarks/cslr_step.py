@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.reference import device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
+from benchmarks.reference import describe_mfu, device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
 from configs import slowfastsign_phoenix2014, slowfastsign_synthetic  # noqa: E402
 from data_pipelines import batching  # noqa: E402
 from hypersign_jax.tasks import base as task_base  # noqa: E402
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
   rows += [("achieved", f"{flops / step_s / 1e9:.1f} GFLOP/s"),
            (f"matmul {args.matmul}^3 float32", f"{mm / 1e9:.1f} GFLOP/s"),
            ("utilisation vs matmul", f"{100 * flops / step_s / mm:.1f} %"),
-           ("MFU vs device peak", (f"{100 * util:.1f} % of {peak_desc}" if util is not None else peak_desc))]
+           ("MFU vs device peak", describe_mfu(util, peak_desc))]
   print(f"SlowFastSign train step ({args.config} config): {backbone}, hidden {config.model.hidden_size}, {args.crop} px, T={args.frames} "
         f"(padded {result['padded_frames']}), batch {args.batch}, {args.dtype}, remat {args.remat}, {n_params:,} params, "
         f"{result['device']}, {os.cpu_count()} CPUs")

@@ -31,7 +31,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.cslr_step import PHOENIX2014_CLASSES, PHOENIX2014_TRAIN, BenchTask, make_batch  # noqa: E402
@@ -44,21 +43,11 @@ def abstract_setup(config, task) -> trainer.Setup:
   """``trainer.build`` without allocating anything: every array of the state is a ``jax.ShapeDtypeStruct``."""
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(config.seed)))
-  model.train()
-  graphdef_train, params, rng_keys, rng_count, model_state = nnx.split(
-      model, nnx.Param, nnx.RngKey, nnx.RngCount, ...)
-  model.eval()
-  graphdef_eval = nnx.graphdef(model)
+  graphdef_train, graphdef_eval, params, rng_keys, rng_count, model_state = trainer.split_model(model)
   steps_per_epoch = max(1, task.train_size() // config.train.batch_size)
   tx, schedules = optim.make_optimizer(config.optimizer, config.schedule, params, steps_per_epoch)
-  state = {
-      "params": params,
-      "model_state": model_state,
-      "opt_state": jax.eval_shape(tx.init, params),
-      "rng": jax.eval_shape(lambda k: jax.tree.map(jax.random.key_data, k), rng_keys),
-      "rng_count": rng_count,
-      "step": jax.ShapeDtypeStruct((), jnp.int32),
-  }
+  state = jax.eval_shape(lambda *parts: trainer.initial_state(*parts, tx), params, rng_keys, rng_count,
+                         model_state)
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
   shardings = sharding.param_shardings(state, mesh, config.mesh.fsdp_min_size)
   return trainer.Setup(task, mesh, graphdef_train, graphdef_eval, state, shardings, tx, schedules,

@@ -3,6 +3,7 @@
 ``mfu``)."""
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -65,6 +66,11 @@ def device_peak_flops(dtype: str, override_tflops: float = 0.0, device=None) -> 
 
 def mfu(flops_per_step: float, step_s: float, peak: float | None) -> float | None:
   """Model FLOP utilisation: XLA's FLOPs of one step / step time / device peak (None without a peak)."""
-  if peak is None or not step_s or flops_per_step != flops_per_step:
+  if peak is None or not step_s or math.isnan(flops_per_step):
     return None
   return flops_per_step / step_s / peak
+
+
+def describe_mfu(util: float | None, peak_desc: str) -> str:
+  """'12.3 % of <peak>' or, without a known peak, the reason (the benchmarks' printed MFU line)."""
+  return f"{100 * util:.1f} % of {peak_desc}" if util is not None else f"n/a ({peak_desc})"

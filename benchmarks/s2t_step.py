@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.reference import device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
+from benchmarks.reference import describe_mfu, device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
 from configs import hypersign_phoenix2014t  # noqa: E402
 from hypersign_jax.models import fusion, mbart, psc, slt, sst, visual_head  # noqa: E402
 from hypersign_jax.tasks import slt as slt_task  # noqa: E402
@@ -46,11 +46,12 @@ def phoenix_model_config(layers: int | None, dtype: str = "float32", remat: str 
   c = hypersign_phoenix2014t.get_config()
   m = c.model
   dtype = jnp.dtype(dtype)
-  mb = mbart.MBartConfig(dtype=dtype, remat=remat, remat_policy=remat_policy,vocab_size=2498, d_model=m.d_model, encoder_layers=layers or m.encoder_layers,
+  mb = mbart.MBartConfig(vocab_size=2498, d_model=m.d_model, encoder_layers=layers or m.encoder_layers,
                          decoder_layers=layers or m.decoder_layers, encoder_attention_heads=m.encoder_attention_heads,
                          decoder_attention_heads=m.decoder_attention_heads, encoder_ffn_dim=m.encoder_ffn_dim,
                          decoder_ffn_dim=m.decoder_ffn_dim, dropout=m.dropout, attention_dropout=m.attention_dropout,
-                         max_position_embeddings=m.max_position_embeddings)
+                         max_position_embeddings=m.max_position_embeddings, dtype=dtype, remat=remat,
+                         remat_policy=remat_policy)
   return slt.SLTConfig(
       streams=tuple(m.streams), input_sizes=(832, 832),
       head=visual_head.VisualHeadConfig(hidden_size=m.head.hidden_size, ff_size=m.head.ff_size, num_classes=1094,
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
   }
   print(json.dumps(result, indent=2))
   print(f"S2T train step: {step_s:.4f} s, {flops / step_s / 1e12:.2f} TFLOP/s achieved; MFU "
-        + (f"{100 * util:.1f} % of {peak_desc}" if util is not None else f"n/a ({peak_desc})"))
+        + describe_mfu(util, peak_desc))
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(result, f, indent=2)

@@ -76,16 +76,29 @@ def build(config, task: task_base.Task | None = None) -> Setup:
     raise ValueError("set train.num_steps or train.num_epochs to a positive value")
 
   model = init_model(task, config.seed)
+  graphdef_train, graphdef_eval, params, rng_keys, rng_count, model_state = split_model(model)
+  accum = int(config.optimizer.get("grad_accum_steps", 1))
+  tx, schedules = optim.make_optimizer(config.optimizer, config.schedule, params,
+                                       max(1, steps_per_epoch // accum))
+  state = initial_state(params, rng_keys, rng_count, model_state, tx)
+  state_shardings = sharding.param_shardings(state, mesh, config.mesh.fsdp_min_size)
+  state = jax.device_put(state, state_shardings)
+  return Setup(task, mesh, graphdef_train, graphdef_eval, state, state_shardings, tx, schedules,
+               steps_per_epoch, num_steps)
+
+
+def split_model(model: nnx.Module):
+  """(graphdef in train mode, graphdef in eval mode, params, rng keys, rng counts, other state) of ``model``."""
   model.train()
   graphdef_train, params, rng_keys, rng_count, model_state = nnx.split(
       model, nnx.Param, nnx.RngKey, nnx.RngCount, ...)
   model.eval()
-  graphdef_eval = nnx.graphdef(model)
+  return graphdef_train, nnx.graphdef(model), params, rng_keys, rng_count, model_state
 
-  accum = int(config.optimizer.get("grad_accum_steps", 1))
-  tx, schedules = optim.make_optimizer(config.optimizer, config.schedule, params,
-                                       max(1, steps_per_epoch // accum))
-  state = {
+
+def initial_state(params, rng_keys, rng_count, model_state, tx: optax.GradientTransformation) -> dict:
+  """The train state at step 0 (the layout every step, checkpoint and sharding rule works on)."""
+  return {
       "params": params,
       "model_state": model_state,
       "opt_state": tx.init(params),
@@ -94,10 +107,6 @@ def build(config, task: task_base.Task | None = None) -> Setup:
       "rng_count": rng_count,
       "step": jnp.zeros((), jnp.int32),
   }
-  state_shardings = sharding.param_shardings(state, mesh, config.mesh.fsdp_min_size)
-  state = jax.device_put(state, state_shardings)
-  return Setup(task, mesh, graphdef_train, graphdef_eval, state, state_shardings, tx, schedules,
-               steps_per_epoch, num_steps)
 
 
 def init_model(task: task_base.Task, seed: int) -> nnx.Module:
