@@ -1,7 +1,8 @@
 """grain input pipelines for every input kind: train iterators (checkpointable) and eval batches.
 
 Train: ``MapDataset.source(src)`` -> ``shuffle(seed)`` (grain folds the epoch into the seed, so every epoch has a
-different, reproducible order) -> ``repeat()`` -> per-sample transform with a generator seeded by
+different, reproducible order) -> ``repeat()`` (or, with ``group_by_length`` / ``sortagrad_epochs``, the
+length-aware ``ordering.EpochOrder``) -> per-sample transform with a generator seeded by
 ``(seed, stream position)`` (so a sample's augmentation depends only on the seed and where it falls in the
 stream, never on iteration history) -> this host's slice ``[process_index::process_count]`` -> ``batch`` of
 ``batch_size // process_count`` with the bucketed ``batching.Collator`` (drop_remainder) -> ``to_iter_dataset``.
@@ -38,17 +39,18 @@ agree over the global batch. Multi-process batches also carry ``batching.GLOBAL_
 and text strings) for buckets chosen after the pipeline, e.g. text tokens. With ``process_count == 1`` none of
 this runs: batches are exactly as before.
 
-Eval: no shuffle, deterministic transform, the split padded with dummy samples (copies of the last sample with
-``valid = 0`` and id '') to a multiple of the global batch size, so every sample is seen exactly once and every
-host runs the same number of equally shaped batches.
+Eval: no shuffle (with ``group_by_length`` the split is read shortest first), deterministic transform, the split
+padded with dummy samples (copies of the last sample with ``valid = 0`` and id '') to a multiple of the global batch
+size, so every sample is seen exactly once and every host runs the same number of equally shaped batches.
 
 Host -> device transfer is the trainer's job; batches are dicts of NumPy arrays (``batching`` documents the keys;
 ``batching.STRING_KEYS`` are object arrays of str to drop before ``device_put``).
 
 Config fields read (ConfigDict, dataclass or dict; ``default_config(kind)`` lists all with defaults):
   batch_size (GLOBAL batch size, divisible by process_count), read_threads, prefetch_batches, worker_processes,
-  streams (features kind: stream names, None = all), and everything read by ``batching.Collator`` and the
-  transforms (``transforms.video.DEFAULTS``, ``transforms.keypoints.DEFAULTS``, ``batching.DEFAULTS``).
+  streams (features kind: stream names, None = all), group_by_length / sortagrad_epochs (train order, see
+  ``data_pipelines.ordering``; 0 = grain's plain per-epoch shuffle), and everything read by ``batching.Collator``
+  and the transforms (``transforms.video.DEFAULTS``, ``transforms.keypoints.DEFAULTS``, ``batching.DEFAULTS``).
 """
 from __future__ import annotations
 
@@ -59,13 +61,15 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import batching
+from data_pipelines import ordering
 from data_pipelines.transforms import FeatureTransform, PipelineStats, cfg_get, rescaled_length
 from data_pipelines.transforms import keypoints as kp_lib
 from data_pipelines.transforms import text as text_lib
 from data_pipelines.transforms import video as video_lib
 
 KINDS = batching.KINDS
-PIPELINE_DEFAULTS = dict(batch_size=8, read_threads=1, prefetch_batches=2, worker_processes=0, streams=None)
+PIPELINE_DEFAULTS = dict(batch_size=8, read_threads=1, prefetch_batches=2, worker_processes=0, streams=None,
+                         group_by_length=0, sortagrad_epochs=0)
 
 
 def default_config(kind: str = "video") -> ml_collections.ConfigDict:
@@ -267,6 +271,16 @@ class _GlobalBucketCollator:
     return batch
 
 
+def record_lengths(index: LengthIndex, n: int) -> np.ndarray:
+  """Length of each of the ``n`` records for ``ordering``: its longest padded axis (frames / feature steps /
+  gloss ids), or its number of glosses + text words where it has none (reads every record once)."""
+  out = np.zeros(n, np.int64)
+  for i in range(n):
+    info = index[i]
+    out[i] = max(info.lengths.values()) if info.lengths else len(info.gloss.split()) + len(info.text.split())
+  return out
+
+
 def _local_batch_size(config: Any, process_index: int, process_count: int) -> int:
   batch_size = int(cfg_get(config, "batch_size", PIPELINE_DEFAULTS["batch_size"]))
   if not 0 <= process_index < process_count:
@@ -297,10 +311,16 @@ def make_train_dataset(source, kind: str, config: Any, seed: int, process_index:
   local = _local_batch_size(config, process_index, process_count)
   transform = SampleTransform(kind, config, train=True, seed=seed, vocab=vocab, stats=stats)
   collate = batching.Collator(kind, config, transform.stats)
-  ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
-  if process_count > 1:
+  group = int(cfg_get(config, "group_by_length", 0) or 0)
+  sortagrad = int(cfg_get(config, "sortagrad_epochs", 0) or 0)
+  index = LengthIndex(source, kind, cfg_get(config, "streams", None), vocab)
+  if group or sortagrad:
+    order = ordering.EpochOrder(record_lengths(index, len(source)), seed, local * process_count, group, sortagrad)
+    ds = grain.MapDataset.source(order).map(ordering.Fetch(source))
+  else:
+    ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
     order = grain.MapDataset.source(range(len(source))).shuffle(seed=int(seed)).repeat()  # record index per position
-    index = LengthIndex(source, kind, cfg_get(config, "streams", None), vocab)
+  if process_count > 1:
     collate = _GlobalBucketCollator(collate, _BucketPlan(index, transform, local * process_count, order))
     ds = ds.map_with_index(_WithPosition(transform))[process_index::process_count]
   else:
@@ -348,6 +368,9 @@ def make_eval_batches(source, kind: str, config: Any, process_index: int = 0, pr
   stats = stats if stats is not None else PipelineStats()
   transform = SampleTransform(kind, config, train=False, vocab=vocab, stats=stats)
   collate = batching.Collator(kind, config, stats)
+  if int(cfg_get(config, "group_by_length", 0) or 0):  # shortest first: batches of similar length pad less
+    lengths = record_lengths(LengthIndex(source, kind, cfg_get(config, "streams", None), vocab), n)
+    source = ordering.Reordered(source, np.argsort(lengths, kind="stable"))
   padded_source = _PaddedSource(source, padded - n)
   ds = grain.MapDataset.source(padded_source)
   if process_count > 1:

@@ -7,8 +7,9 @@ project, the RGB SlowFastSign model (task ``cslr``) or the keypoint model (task 
 1. the task is built from the config and the workdir's checkpoint restored: ``extract.checkpoint`` = 'auto' (the
    best checkpoint, else the latest), 'best' or 'latest';
 2. every split of ``extract.splits`` runs through the task's eval pipeline (no augmentation, every sample once,
-   in the source's order, batches of ``extract.batch_size`` or ``eval.batch_size``) and the task's jitted
-   ``feature_fn`` (the main path's BiLSTM output and its lengths, at the temporal-conv rate: T' = ceil(frames/4));
+   in the source's order (a config's ``data.pipeline.group_by_length`` is turned off here), batches of
+   ``extract.batch_size`` or ``eval.batch_size``) and the task's jitted ``feature_fn`` (the main path's BiLSTM
+   output and its lengths, at the temporal-conv rate: T' = ceil(frames/4));
 3. each sample becomes a record with the source's ``id`` / ``split`` / ``signer`` / ``gloss`` / ``text`` (and
    ``num_frames``, ``frame_size``, ``dataset``) and ``features`` = {``extract.stream``: float32 (T', D)} cut to the
    sample's valid length (D = the model's hidden size); the lengths are checked against the pipeline's
@@ -91,6 +92,20 @@ def make_feature_step(setup: trainer.Setup):
   return jax.jit(step)
 
 
+def _grouped(config) -> bool:
+  pipe = config.get("data", {}).get("pipeline", None)
+  return bool(pipe is not None and (pipe.get("group_by_length", 0) or 0))
+
+
+def _in_source_order(config):
+  """``config`` with length-grouped eval reading turned off (the output must follow the source's record order)."""
+  if not _grouped(config):
+    return config
+  config = config.copy_and_resolve_references()
+  config.data.pipeline.group_by_length = 0
+  return config
+
+
 def extract_features(config, workdir: str, *, out: str | None = None, stream: str | None = None,
                      splits: Sequence[str] | None = None, task: task_base.Task | None = None,
                      progress: bool = True) -> dict:
@@ -101,7 +116,12 @@ def extract_features(config, workdir: str, *, out: str | None = None, stream: st
     raise RuntimeError("--mode extract runs in a single process (it uses all local devices); launch it without "
                        "multi-process initialisation")
   out, stream, splits, batch_size, which = _settings(config, workdir, out, stream, splits)
-  task = task or task_base.get_task(config.task)(config)
+  if task is None:
+    config = _in_source_order(config)
+    task = task_base.get_task(config.task)(config)
+  elif _grouped(task.config):
+    raise ValueError("the task's eval pipeline reads splits grouped by length (data.pipeline.group_by_length); "
+                     "extraction writes records in source order: pass a task built with group_by_length=0")
   if not hasattr(task, "feature_fn"):
     raise ValueError(f"task {config.task!r} has no feature extraction (feature_fn); --mode extract needs a "
                      "sign-to-gloss task ('cslr' or 'keypoint_s2g')")

@@ -187,3 +187,20 @@ def test_extract_cli_without_checkpoint_is_a_one_line_error(tmp_path, runs):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "no checkpoints" in proc.stderr and "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "empty" / "checkpoints")
+
+
+def test_length_grouped_config_still_extracts_in_source_order(tmp_path, runs):
+  cfg, task, summary = runs["kp"]
+  grouped = cfg.copy_and_resolve_references()
+  grouped.data.pipeline.group_by_length = 2  # eval splits would be read shortest first
+  out = str(tmp_path / "grouped")
+  again = extraction.extract_features(grouped, str(runs["tmp"] / "kp"), out=out, splits=("dev",), progress=False)
+  assert grouped.data.pipeline.group_by_length == 2  # the caller's config is left alone
+  first, second = (array_record_io.RecordSource(d, "dev") for d in (summary["out"], again["out"]))
+  assert len(first) == len(second) > 0
+  for i in range(len(first)):
+    assert second[i]["id"] == first[i]["id"]
+    np.testing.assert_allclose(second[i]["features"]["keypoint"], first[i]["features"]["keypoint"], atol=1e-6)
+  with pytest.raises(ValueError, match="group_by_length"):
+    extraction.extract_features(grouped, str(runs["tmp"] / "kp"), out=str(tmp_path / "x"), splits=("dev",),
+                                task=keypoint_s2g.KeypointS2GTask(grouped), progress=False)

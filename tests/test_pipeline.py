@@ -173,3 +173,66 @@ def test_keypoint_and_gloss_text_pipelines_shapes():
   batch = next(iter(pipeline.make_eval_batches(records, "gloss_text", _cfg("gloss_text"), vocab=_Vocab())))
   assert set(batch) >= {"labels", "label_lengths", "text", "gloss", "valid"} and "features" not in batch
   np.testing.assert_array_equal(batch["labels"][0], [1, 3, 0, 0])
+
+
+def _padding_ratio(batches):
+  """Padded feature steps per valid step over ``batches`` (features kind)."""
+  padded = sum(b["features"]["kp"].shape[0] * b["features"]["kp"].shape[1] for b in batches)
+  valid = sum(int(b["feature_lengths"]["kp"].sum()) for b in batches)
+  return padded / valid
+
+
+def test_sortagrad_then_length_grouped_batches_are_permutations_with_less_padding(tmp_path):
+  records = _feature_records(48, seed=4)
+  length = {r["id"]: len(r["features"]["kp"]) for r in records}
+  cfg = _cfg(batch_size=4, buckets=list(range(3, 21)), group_by_length=4, sortagrad_epochs=1)
+  it = pipeline.make_train_iterator(records, "features", cfg, seed=2, vocab=_Vocab())
+  batches = _take(it, 36)  # 3 epochs of 12 batches
+  epochs = [[i for b in batches[k * 12:(k + 1) * 12] for i in b["id"]] for k in range(3)]
+  for ids in epochs:
+    assert sorted(ids) == sorted(length)  # every epoch is a permutation of the records
+  assert [length[i] for i in epochs[0]] == sorted(length[i] for i in epochs[0])  # SortaGrad: shortest first
+  assert epochs[1] != epochs[2]
+  assert [length[i] for i in epochs[1]] != sorted(length[i] for i in epochs[1])  # later epochs are shuffled
+  plain = _take(pipeline.make_train_iterator(records, "features", _cfg(batch_size=4, buckets=list(range(3, 21))),
+                                             seed=2, vocab=_Vocab()), 36)
+  assert _padding_ratio(batches[12:]) < 0.8 * _padding_ratio(plain[12:])
+  # Every batch of a grouped epoch comes from one window of 4 batches sorted by length: within a batch the
+  # lengths are consecutive in the window's sorted order, so no record of another batch of the window lies
+  # strictly inside a batch's length range.
+  for w in range(3):
+    window = batches[12 + 4 * w:12 + 4 * (w + 1)]
+    ranges = [(min(length[i] for i in b["id"]), max(length[i] for i in b["id"])) for b in window]
+    others = [[length[i] for c in window if c is not b for i in c["id"]] for b in window]
+    for (lo, hi), rest in zip(ranges, others):
+      assert not any(lo < x < hi for x in rest)
+  # Resuming from a saved iterator state gives the same stream; the same seed the same order.
+  it = pipeline.make_train_iterator(records, "features", cfg, seed=2, vocab=_Vocab())
+  _take(it, 17)
+  restored = pipeline.make_train_iterator(records, "features", cfg, seed=2, vocab=_Vocab())
+  restored.set_state(it.get_state())
+  _assert_batches_equal(batches[17:25], _take(restored, 8))
+  other = [i for b in _take(pipeline.make_train_iterator(records, "features", cfg, seed=3, vocab=_Vocab()), 24)
+           for i in b["id"]]
+  assert other[48:] != [i for b in batches[12:24] for i in b["id"]]
+  with pytest.raises(ValueError, match="group_by_length"):
+    pipeline.make_train_iterator(records, "features", _cfg(group_by_length=-1), seed=0, vocab=_Vocab())
+
+
+def test_length_grouped_eval_reads_shortest_first_and_covers_every_sample_once():
+  records = _feature_records(21, seed=5)
+  length = {r["id"]: len(r["features"]["kp"]) for r in records}
+  cfg = _cfg(buckets=list(range(3, 21)), group_by_length=8)
+  batches = list(pipeline.make_eval_batches(records, "features", cfg, vocab=_Vocab()))
+  ids = [i for b in batches for i, v in zip(b["id"], b["valid"]) if v]
+  assert sorted(ids) == sorted(length) and len(ids) == 21
+  assert [length[i] for i in ids] == sorted(length.values())
+  for b in batches:  # each row still carries its own record
+    for j, i in enumerate(b["id"]):
+      if i:
+        np.testing.assert_array_equal(b["features"]["kp"][j, 0], float(int(i[1:])))
+  plain = list(pipeline.make_eval_batches(records, "features", _cfg(buckets=list(range(3, 21))), vocab=_Vocab()))
+  assert _padding_ratio(batches) < 0.9 * _padding_ratio(plain)
+  per_host = [list(pipeline.make_eval_batches(records, "features", cfg, process_index=p, process_count=2,
+                                              vocab=_Vocab())) for p in range(2)]
+  assert sorted(i for h in per_host for b in h for i, v in zip(b["id"], b["valid"]) if v) == sorted(length)

@@ -105,11 +105,14 @@ def _assert_shares_match_global(local, single, num):
       assert list(b[key]) == list(single[key[len("global_"):]])
 
 
+@pytest.mark.parametrize("order", ["shuffle", "grouped"])
 @pytest.mark.parametrize("num", [2, 4])
 @pytest.mark.parametrize("kind", ["video", "keypoints", "features", "gloss_text"])
-def test_train_shares_have_the_same_bucket_and_make_the_global_batch(kind, num):
+def test_train_shares_have_the_same_bucket_and_make_the_global_batch(kind, num, order):
   records = RECORDS[kind](10)
   cfg, steps = _cfg(kind, 2 * num), 10 if num == 2 else 6  # 2 (4 processes) or 4 (2 processes) epochs
+  if order == "grouped":  # length-aware order (data_pipelines/ordering.py): SortaGrad epoch, then grouped
+    cfg.update(group_by_length=2, sortagrad_epochs=1)
   single = pipeline.make_train_iterator(records, kind, cfg, seed=7, vocab=_Vocab())
   local = [pipeline.make_train_iterator(records, kind, cfg, seed=7, process_index=p, process_count=num,
                                        vocab=_Vocab()) for p in range(num)]
