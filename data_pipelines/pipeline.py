@@ -271,6 +271,11 @@ class _GlobalBucketCollator:
     return batch
 
 
+def group_by_length(config: Any) -> int:
+  """The pipeline config's ``group_by_length`` window (0 = off; unset or None count as 0)."""
+  return int(cfg_get(config, "group_by_length", 0) or 0)
+
+
 def record_lengths(index: LengthIndex, n: int) -> np.ndarray:
   """Length of each of the ``n`` records for ``ordering``: its longest padded axis (frames / feature steps /
   gloss ids), or its number of glosses + text words where it has none (reads every record once)."""
@@ -311,7 +316,7 @@ def make_train_dataset(source, kind: str, config: Any, seed: int, process_index:
   local = _local_batch_size(config, process_index, process_count)
   transform = SampleTransform(kind, config, train=True, seed=seed, vocab=vocab, stats=stats)
   collate = batching.Collator(kind, config, transform.stats)
-  group = int(cfg_get(config, "group_by_length", 0) or 0)
+  group = group_by_length(config)
   sortagrad = int(cfg_get(config, "sortagrad_epochs", 0) or 0)
   index = LengthIndex(source, kind, cfg_get(config, "streams", None), vocab)
   if group or sortagrad:
@@ -368,7 +373,7 @@ def make_eval_batches(source, kind: str, config: Any, process_index: int = 0, pr
   stats = stats if stats is not None else PipelineStats()
   transform = SampleTransform(kind, config, train=False, vocab=vocab, stats=stats)
   collate = batching.Collator(kind, config, stats)
-  if int(cfg_get(config, "group_by_length", 0) or 0):  # shortest first: batches of similar length pad less
+  if group_by_length(config):  # shortest first: batches of similar length pad less
     lengths = record_lengths(LengthIndex(source, kind, cfg_get(config, "streams", None), vocab), n)
     source = ordering.Reordered(source, np.argsort(lengths, kind="stable"))
   padded_source = _PaddedSource(source, padded - n)

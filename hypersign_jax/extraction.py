@@ -35,6 +35,7 @@ from flax import nnx
 
 from data_pipelines import build
 from data_pipelines import merge_features
+from data_pipelines import pipeline
 from hypersign_jax.tasks import base as task_base
 from hypersign_jax.training import checkpointing, sharding, trainer
 from hypersign_jax.training import logging as train_logging
@@ -94,7 +95,7 @@ def make_feature_step(setup: trainer.Setup):
 
 def _grouped(config) -> bool:
   pipe = config.get("data", {}).get("pipeline", None)
-  return bool(pipe is not None and (pipe.get("group_by_length", 0) or 0))
+  return pipe is not None and pipeline.group_by_length(pipe) > 0
 
 
 def _in_source_order(config):
