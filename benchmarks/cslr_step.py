@@ -38,7 +38,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.reference import describe_mfu, device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
+from benchmarks.reference import (add_step_flags, describe_mfu, device_peak_flops,  # noqa: E402
+                                  matmul_flops_per_s, mfu)
 from configs import slowfastsign_phoenix2014, slowfastsign_synthetic  # noqa: E402
 from data_pipelines import batching  # noqa: E402
 from hypersign_jax.tasks import base as task_base  # noqa: E402
@@ -104,13 +105,9 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", default="float32", help="compute dtype (config 'dtype'): float32 | bfloat16")
   p.add_argument("--remat", default="none", choices=("none", "block", "stage"),
                  help="config model.remat: rematerialise each ResBlock / ResStage of the backbone")
-  p.add_argument("--remat_policy", default="", help="config model.remat_policy (e.g. dots_saveable)")
-  p.add_argument("--peak_tflops", type=float, default=0.0,
-                 help="device peak for MFU (0 = from the device kind: H100/H200/A100 dense, by --dtype)")
   p.add_argument("--fast_compile", action="store_true", help="train.fast_compile (XLA optimisation level 0)")
   p.add_argument("--steps", type=int, default=3)
-  p.add_argument("--matmul", type=int, default=2048)
-  p.add_argument("--json", help="also write the results here")
+  add_step_flags(p)
   args = p.parse_args(argv)
 
   config = {"phoenix2014": slowfastsign_phoenix2014, "synthetic": slowfastsign_synthetic}[args.config].get_config()

@@ -3,6 +3,7 @@
 ``mfu``)."""
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
@@ -74,3 +75,13 @@ def mfu(flops_per_step: float, step_s: float, peak: float | None) -> float | Non
 def describe_mfu(util: float | None, peak_desc: str) -> str:
   """'12.3 % of <peak>' or, without a known peak, the reason (the benchmarks' printed MFU line)."""
   return f"{100 * util:.1f} % of {peak_desc}" if util is not None else f"n/a ({peak_desc})"
+
+
+def add_step_flags(p: argparse.ArgumentParser) -> None:
+  """The flags every step benchmark shares: remat policy, device peak for MFU, reference matmul size, JSON out."""
+  p.add_argument("--remat_policy", default="", help="config model.remat_policy (jax.checkpoint policy name, "
+                 "e.g. dots_saveable)")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="device peak for MFU (0 = from the device kind: H100/H200/A100 dense, by --dtype)")
+  p.add_argument("--matmul", type=int, default=2048, help="N of the reference N x N float32 matmul")
+  p.add_argument("--json", help="also write the results here")

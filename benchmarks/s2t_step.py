@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.reference import describe_mfu, device_peak_flops, matmul_flops_per_s, mfu  # noqa: E402
+from benchmarks.reference import (add_step_flags, describe_mfu, device_peak_flops,  # noqa: E402
+                                  matmul_flops_per_s, mfu)
 from configs import hypersign_phoenix2014t  # noqa: E402
 from hypersign_jax.models import fusion, mbart, psc, slt, sst, visual_head  # noqa: E402
 from hypersign_jax.tasks import slt as slt_task  # noqa: E402
@@ -73,11 +74,7 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--dtype", default="float32", help="compute dtype: float32 | bfloat16 (parameters stay float32)")
   p.add_argument("--remat", default="none", choices=("none", "layer"), help="rematerialise every mBART layer")
-  p.add_argument("--remat_policy", default="", help="jax.checkpoint policy name (e.g. dots_saveable)")
-  p.add_argument("--peak_tflops", type=float, default=0.0,
-                 help="device peak for MFU (0 = from the device kind: H100/H200/A100 dense, by --dtype)")
-  p.add_argument("--matmul", type=int, default=2048)
-  p.add_argument("--json", help="also write the results here")
+  add_step_flags(p)
   args = p.parse_args(argv)
 
   cfg = phoenix_model_config(args.layers, args.dtype, args.remat, args.remat_policy)

@@ -7,6 +7,7 @@ is an error naming the key.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -29,6 +30,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       checkpoint_every_steps=0,  # extra checkpoints between evaluations (0 = only at evaluations / the end)
       keep_checkpoints=2,
       max_bad_steps=30,         # stop after this many steps with a non-finite loss/gradient (skipped, counted)
+      stop_at=config_dict.placeholder(float),  # stop once the best dev metric (eval.metric) reaches it (None = never)
+      early_stop_evals=0,       # stop after this many dev evaluations without a new best (0 = never)
       tensorboard=True,
       fast_compile=False,       # compile steps with XLA's cheapest optimisation level (smoke runs on CPU)
   ))

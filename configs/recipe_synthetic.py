@@ -5,7 +5,8 @@
 Stages: build the synthetic 'demo' corpus -> S2G-RGB (configs/slowfastsign_synthetic.py) -> S2G-keypoint
 (configs/keypoint_s2g_synthetic.py) -> extract both streams -> merge -> G2T (configs/g2t_synthetic.py) -> S2T
 (configs/hypersign_synthetic.py, both streams, initialised from the G2T run) -> summary table (printed, and written
-to <workdir>/summary.md). A re-run skips finished stages. ``--config.compare_streams=True`` adds the
+to <workdir>/summary.md). The S2G-RGB stage stops early once its dev WER is <= 10 % (``train.stop_at``). A re-run
+skips finished stages. ``--config.compare_streams=True`` adds the
 single-stream S2T ablations; ``--config.stages.<stage>.overrides="('train.num_epochs=2',)"`` passes config
 overrides to a stage.
 
@@ -40,4 +41,7 @@ def get_config(arg=None):
       "s2t": f"configs/hypersign_synthetic.py{suffix}",
   })
   c.corpus.preset = "smoke" if variant == "smoke" else "demo"
+  if variant == "":
+    # The RGB stream ends once it recognises: dev WER <= 10 % (issue target) or its 10 epochs, whichever first.
+    c.stages.s2g_rgb.overrides = ("train.stop_at=10.0",)
   return c

@@ -23,7 +23,13 @@ def test_config_has_smoke_variant_and_registered_task(name):
       for stage in config.stages.values():
         path, _, variant = stage.config.partition(":")
         stage_module = importlib.import_module("configs." + os.path.basename(path)[:-3])
-        base.get_task(stage_module.get_config(variant or None).task)
+        stage_config = stage_module.get_config(variant or None)
+        base.get_task(stage_config.task)
+        for override in stage.overrides:  # every override names a key the stage config has
+          node = stage_config
+          for key in override.partition("=")[0].split("."):
+            assert key in node, (name, stage.config, override)
+            node = node[key]
     return
   base.get_task(full.task)
   assert smoke.train.num_steps > 0 or smoke.train.num_epochs <= full.train.num_epochs

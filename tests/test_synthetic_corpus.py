@@ -1,4 +1,6 @@
 """Tests of the synthetic signing corpus (data_pipelines/synthetic)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -147,9 +149,9 @@ def test_translation_is_a_deterministic_reordering_not_a_copy(demo_dev_text):
 
 
 def _sign_features(glosses: list[str], style: sg.SignerStyle, seed: int) -> list[np.ndarray]:
-  """Per-sign trajectories (wrists + hand centres), normalised by the signer's shoulders."""
-  preset = corpus.PRESETS["demo"]
-  perf = sg.perform(glosses, corpus.motions(0), style, preset.timing, (64, 64), np.random.default_rng(seed))
+  """Per-sign trajectories (wrists + hand centres), normalised by the signer's shoulders (arms never lost)."""
+  timing = dataclasses.replace(corpus.PRESETS["demo"].timing, arm_miss_rate=0.0)
+  perf = sg.perform(glosses, corpus.motions(0), style, timing, (64, 64), np.random.default_rng(seed))
   kp = perf.keypoints[..., :2]
   mid = 0.5 * (kp[:, sg.L_SHOULDER] + kp[:, sg.R_SHOULDER])
   width = np.linalg.norm(kp[:, sg.L_SHOULDER] - kp[:, sg.R_SHOULDER], axis=-1)[:, None, None]
@@ -215,6 +217,8 @@ def test_frames_agree_with_keypoints():
   kp = r["keypoints"]
   for name, index in (("right wrist", sg.R_WRIST), ("left wrist", sg.L_WRIST), ("nose", sg.NOSE)):
     for t in range(len(frames)):
+      if kp[t, index, 2] == 0:  # a lost detection (the demo preset's arm misses): the frame still shows it
+        continue
       x, y = np.floor(kp[t, index, :2]).astype(int)
       patch = frames[t, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].reshape(-1, 3)
       assert np.any(np.any(patch != background, axis=-1)), (name, t)
@@ -224,6 +228,33 @@ def test_frames_agree_with_keypoints():
   assert diff.sum() > 0
   wrists = kp[:, [sg.R_WRIST, sg.L_WRIST], :2].reshape(-1, 2)
   assert xs.min() >= wrists[:, 0].min() - 12 and xs.max() <= wrists[:, 0].max() + 12
+
+
+def test_arm_misses_zero_only_the_arm_points_of_whole_spans_and_leave_frames_alone():
+  base = corpus.PRESETS["smoke"]
+  lossy = dataclasses.replace(base, timing=dataclasses.replace(base.timing, arm_miss_rate=0.3,
+                                                              arm_miss_frames=(3, 5)))
+  arm = np.zeros(sg.NUM_KEYPOINTS, bool)
+  arm[[sg.L_ELBOW, sg.R_ELBOW, sg.L_WRIST, sg.R_WRIST]] = True
+  arm[sg.LEFT_HAND] = arm[sg.RIGHT_HAND] = True
+  missed = total = 0
+  for clean_rec, lossy_rec in zip(corpus.generate_split(base, "train"), corpus.generate_split(lossy, "train")):
+    assert clean_rec["frames"] == lossy_rec["frames"] and clean_rec["gloss"] == lossy_rec["gloss"]
+    a, b = clean_rec["keypoints"], lossy_rec["keypoints"]
+    lost = np.all(b[:, arm] == 0, axis=(1, 2))
+    assert np.array_equal(a[~lost], b[~lost])  # frames outside the spans are untouched
+    assert np.array_equal(a[lost][:, ~arm], b[lost][:, ~arm])  # the rest of the body is still detected
+    assert np.all(a[lost][:, arm, 2] > 0)  # those points were detected before
+    runs = np.diff(np.concatenate([[0], lost.astype(int), [0]]))
+    starts, ends = np.flatnonzero(runs == 1), np.flatnonzero(runs == -1)
+    interior = ends < len(lost)  # a span may be cut by the clip's end; every other one is >= 3 frames long
+    assert np.all(ends[interior] - starts[interior] >= 3)
+    missed += lost.sum()
+    total += len(lost)
+  assert 0.15 < missed / total < 0.35, missed / total  # about the configured 30 % of frames
+  assert corpus.PRESETS["demo"].timing.arm_miss_rate > 0 and corpus.PRESETS["full"].timing.arm_miss_rate == 0
+  with pytest.raises(ValueError, match="arm_miss_rate"):
+    sg.arm_miss_mask(10, dataclasses.replace(base.timing, arm_miss_rate=1.5), np.random.default_rng(0))
 
 
 def test_png_frames_decode_and_resolution_scales_keypoints():

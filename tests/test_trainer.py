@@ -114,3 +114,29 @@ def test_best_checkpoint_is_kept_by_metric(tmp_path):
   ckpts = checkpointing.Checkpoints(str(tmp_path))
   assert ckpts.best_step() == min(dev, key=dev.get)
   assert ckpts.latest_step() == 40
+
+
+def test_early_stop_at_target_and_on_patience(tmp_path):
+  # Full run: the dev curve the two early-stopped runs must cut (the toy is deterministic).
+  full = str(tmp_path / "full")
+  trainer.train_and_evaluate(small_config(num_steps=60, eval_every_steps=5), full)
+  dev = [(e["step"], e["mse"]) for e in train_logging.read_metrics(full) if e["split"] == "dev"]
+  target = dev[len(dev) // 2][1]  # reached half-way
+  first = next(s for s, m in dev if m <= target)
+  at = str(tmp_path / "target")
+  final = trainer.train_and_evaluate(small_config(num_steps=60, eval_every_steps=5, stop_at=target), at)
+  steps = [s for s, _ in train_losses(at)]
+  assert max(steps) == first < 60 and checkpointing.Checkpoints(at).best_step() == first
+  assert final["dev"]["mse"] <= target
+  # A re-run of a workdir that stopped early does not train on.
+  trainer.train_and_evaluate(small_config(num_steps=60, eval_every_steps=5, stop_at=target), at)
+  assert max(s for s, _ in train_losses(at)) == first
+  # Patience: a made-up dev curve that stops improving after step 10 ends the run 2 evaluations later.
+  meta = {"best": 0.5, "best_step": 10}
+  tcfg = small_config(early_stop_evals=2).train
+  assert trainer.early_stop_reason(tcfg, meta, 15, 5, "min") is None
+  assert "2 evaluations" in trainer.early_stop_reason(tcfg, meta, 20, 5, "min")
+  assert "stop_at=0.6" in trainer.early_stop_reason(small_config(stop_at=0.6).train, meta, 10, 5, "min")
+  assert trainer.early_stop_reason(small_config(stop_at=0.6).train, meta, 10, 5, "max") is None
+  with pytest.raises(ValueError, match="early_stop_evals"):
+    trainer.early_stop_reason(small_config(early_stop_evals=-1).train, meta, 10, 5, "min")

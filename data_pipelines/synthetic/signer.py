@@ -14,7 +14,8 @@ sentence concatenates its signs with co-articulation (smooth transitions of a fe
 one sign and the start of the next), optional rest poses at both ends, per-instance jitter of the control points
 and durations, and per-signer variation (body scale, position, signing-space size, speed, handedness). Arms
 follow the wrists by two-bone inverse kinematics. The keypoints handed out carry Gaussian detector noise with
-confidences that drop where the noise is large; the renderer draws the noise-free skeleton.
+confidences that drop where the noise is large and, where a preset asks for it (``Timing.arm_miss_rate``), spans in
+which the detector loses both arms; the renderer draws the noise-free skeleton.
 """
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ class Timing:
   duration_jitter: float = 0.12
   path_jitter: float = 0.006  # per-instance std of the control points (canonical units)
   noise: float = 0.004  # keypoint detector noise std (canonical units)
+  # Spans where the detector loses both arms (elbows, wrists, both hands: x = y = confidence = 0), as pose
+  # estimators do under motion blur and occlusion; the frames still show the arms. ``arm_miss_rate`` is the
+  # expected fraction of frames inside such a span (0 = never), ``arm_miss_frames`` the span length range.
+  arm_miss_rate: float = 0.0
+  arm_miss_frames: tuple[int, int] = (6, 14)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,6 +453,26 @@ def to_pixels(kp: np.ndarray, style: SignerStyle, size: tuple[int, int]) -> np.n
   return p * np.array([w, h], np.float64)
 
 
+_ARM_POINTS = np.zeros(NUM_KEYPOINTS, bool)
+_ARM_POINTS[[L_ELBOW, R_ELBOW, L_WRIST, R_WRIST]] = True
+_ARM_POINTS[LEFT_HAND] = _ARM_POINTS[RIGHT_HAND] = True
+
+
+def arm_miss_mask(num_frames: int, timing: Timing, rng: np.random.Generator) -> np.ndarray:
+  """(T,) bool: frames inside a lost-arms span. A span starts at each frame with probability
+  rate / mean span length, so the expected missed fraction is about ``timing.arm_miss_rate``."""
+  lo, hi = timing.arm_miss_frames
+  if not 0.0 <= timing.arm_miss_rate < 1.0 or not 1 <= lo <= hi:
+    raise ValueError(f"arm_miss_rate must be in [0, 1) and arm_miss_frames an increasing positive range, got "
+                     f"{timing.arm_miss_rate} and {timing.arm_miss_frames}")
+  starts = rng.random(num_frames) < timing.arm_miss_rate / ((lo + hi) / 2)
+  lengths = rng.integers(lo, hi + 1, num_frames)
+  mask = np.zeros(num_frames, bool)
+  for t in np.flatnonzero(starts):
+    mask[t:t + lengths[t]] = True
+  return mask
+
+
 def perform(glosses: Sequence[str], bank: dict[str, GlossMotion], style: SignerStyle, timing: Timing,
             size: tuple[int, int], rng: np.random.Generator) -> Performance:
   """Signs ``glosses`` as ``style``: noisy keypoints (T, 133, 3), clean pixel keypoints and sign spans."""
@@ -482,4 +508,6 @@ def perform(glosses: Sequence[str], bank: dict[str, GlossMotion], style: SignerS
   limits = np.array([w - 1, h - 1], np.float64)
   noisy = np.clip(noisy, 0.0, limits)
   kp = np.concatenate([noisy, conf[..., None]], axis=-1).astype(np.float32)
+  if timing.arm_miss_rate > 0:  # drawn last: every other draw (and so the frames) is the same with or without
+    kp[arm_miss_mask(T, timing, rng)[:, None] & _ARM_POINTS[None, :]] = 0.0
   return Performance(keypoints=kp, clean=np.clip(clean, 0.0, limits).astype(np.float32), spans=spans)

@@ -1,8 +1,8 @@
 """The one generic training loop, used by every task.
 
 Sections, top to bottom: build (mesh, model, optimizer, shardings) -> the jitted train and eval steps -> restore
--> the loop (log, evaluate, checkpoint, stop on repeated non-finite losses) -> final evaluation of the best
-checkpoint.
+-> the loop (log, evaluate, checkpoint, stop on repeated non-finite losses or early: a dev target reached or no new
+best for a number of evaluations) -> final evaluation of the best checkpoint.
 
 Design (ARCHITECTURE.md §3): Flax NNX modules are split into pure state (``nnx.split``); the train step is a plain
 function of (state, batch) compiled once per batch shape with ``jax.jit``, explicit ``in_shardings`` /
@@ -258,6 +258,21 @@ def _restore_iterator(train_iter, saved_meta: dict) -> None:
   train_iter.set_state(state)
 
 
+def early_stop_reason(tcfg, meta: dict, step: int, eval_every: int, mode: str) -> str | None:
+  """Why training stops before ``num_steps`` (``train.stop_at`` reached by the best dev metric, or
+  ``train.early_stop_evals`` evaluations without a new best), or None to go on."""
+  best, target = meta.get("best"), tcfg.get("stop_at", None)
+  if best is not None and target is not None and (best <= target if mode == "min" else best >= target):
+    return f"the best dev metric {best:.4g} (step {meta['best_step']}) reached train.stop_at={target}"
+  patience = int(tcfg.get("early_stop_evals", 0) or 0)
+  if patience < 0:
+    raise ValueError(f"train.early_stop_evals must be >= 0, got {patience}")
+  if best is not None and patience and eval_every > 0 and (step - meta["best_step"]) >= patience * eval_every:
+    return (f"no new best dev metric in {patience} evaluations (train.early_stop_evals) since step "
+            f"{meta['best_step']} ({best:.4g})")
+  return None
+
+
 def _is_better(value: float, best: float | None, mode: str) -> bool:
   if best is None:
     return True
@@ -304,7 +319,8 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
   pending: list[dict] = []
   t0 = time.time()
   step = start
-  while step < setup.num_steps:
+  stop = early_stop_reason(tcfg, meta, step, eval_every, task.best_mode)  # a resumed run that had stopped early
+  while step < setup.num_steps and stop is None:
     batch, _ = sharding.split_host_fields(next(train_iter))
     state, out = train_step(state, sharding.make_global_batch(batch, setup.mesh))
     pending.append(out)
@@ -336,6 +352,11 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
           raise KeyError(f"eval.metric={metric_key!r} is not among the dev metrics {sorted(metrics)}")
         if _is_better(metrics[metric_key], meta["best"], task.best_mode):
           meta["best"], meta["best_step"], is_best = float(metrics[metric_key]), step, True
+        stop = early_stop_reason(tcfg, meta, step, eval_every, task.best_mode)
+      if stop is not None and not last:
+        logging.info("stopping early at step %d of %d: %s", step, setup.num_steps, stop)
+        if is_main:
+          print(f"[train] stopping early at step {step} of {setup.num_steps}: {stop}", flush=True)
       ckpts.save(step, state, {**meta, **_iterator_meta(train_iter)}, is_best=is_best)
   bar.close()
 
