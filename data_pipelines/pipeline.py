@@ -373,14 +373,15 @@ def make_eval_batches(source, kind: str, config: Any, process_index: int = 0, pr
   stats = stats if stats is not None else PipelineStats()
   transform = SampleTransform(kind, config, train=False, vocab=vocab, stats=stats)
   collate = batching.Collator(kind, config, stats)
-  if group_by_length(config):  # shortest first: batches of similar length pad less
-    lengths = record_lengths(LengthIndex(source, kind, cfg_get(config, "streams", None), vocab), n)
-    source = ordering.Reordered(source, np.argsort(lengths, kind="stable"))
   padded_source = _PaddedSource(source, padded - n)
+  index = LengthIndex(padded_source, kind, cfg_get(config, "streams", None), vocab)  # lazy: read when used
+  order = None
+  if group_by_length(config):  # shortest first (batches of similar length pad less); the dummies stay last
+    order = np.concatenate([np.argsort(record_lengths(index, n), kind="stable"), np.arange(n, padded)])
+    padded_source = ordering.Reordered(padded_source, order)
   ds = grain.MapDataset.source(padded_source)
-  if process_count > 1:
-    index = LengthIndex(padded_source, kind, cfg_get(config, "streams", None), vocab)
-    collate = _GlobalBucketCollator(collate, _BucketPlan(index, transform, global_bs))
+  if process_count > 1:  # the plan reads the lengths the sort already read (one index, one read per record)
+    collate = _GlobalBucketCollator(collate, _BucketPlan(index, transform, global_bs, order))
     ds = ds.map_with_index(_WithPosition(transform))[process_index::process_count]
   else:
     ds = ds.map_with_index(transform)

@@ -141,9 +141,12 @@ def test_video_from_array_records_and_truncation(tmp_path):
   assert truncated > 0
 
 
-def test_eval_shares_have_the_same_bucket():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_eval_shares_have_the_same_bucket(grouped):
   records = _feature_records(11)
   cfg = _cfg("features", 4)
+  if grouped:  # the split is read shortest first; the plan must follow that order
+    cfg.update(group_by_length=2)
   single = list(pipeline.make_eval_batches(records, "features", cfg, vocab=_Vocab()))
   shares = [list(pipeline.make_eval_batches(records, "features", cfg, process_index=p, process_count=2,
                                             vocab=_Vocab())) for p in range(2)]

@@ -125,6 +125,12 @@ class Timing:
   arm_miss_rate: float = 0.0
   arm_miss_frames: tuple[int, int] = (6, 14)
 
+  def __post_init__(self):
+    lo, hi = self.arm_miss_frames
+    if not 0.0 <= self.arm_miss_rate < 1.0 or not 1 <= lo <= hi:
+      raise ValueError(f"arm_miss_rate must be in [0, 1) and arm_miss_frames an increasing positive range, got "
+                       f"{self.arm_miss_rate} and {self.arm_miss_frames}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Performance:
@@ -461,10 +467,7 @@ _ARM_POINTS[LEFT_HAND] = _ARM_POINTS[RIGHT_HAND] = True
 def arm_miss_mask(num_frames: int, timing: Timing, rng: np.random.Generator) -> np.ndarray:
   """(T,) bool: frames inside a lost-arms span. A span starts at each frame with probability
   rate / mean span length, so the expected missed fraction is about ``timing.arm_miss_rate``."""
-  lo, hi = timing.arm_miss_frames
-  if not 0.0 <= timing.arm_miss_rate < 1.0 or not 1 <= lo <= hi:
-    raise ValueError(f"arm_miss_rate must be in [0, 1) and arm_miss_frames an increasing positive range, got "
-                     f"{timing.arm_miss_rate} and {timing.arm_miss_frames}")
+  lo, hi = timing.arm_miss_frames  # checked by Timing
   starts = rng.random(num_frames) < timing.arm_miss_rate / ((lo + hi) / 2)
   lengths = rng.integers(lo, hi + 1, num_frames)
   mask = np.zeros(num_frames, bool)
