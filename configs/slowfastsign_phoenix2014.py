@@ -43,6 +43,7 @@ def slowfastsign_config(data_dir: str, cleanup: str, **pipeline_overrides) -> ml
   c.model.lstm_dropout = 0.3
   c.model.share_classifier = True
   c.model.pfe = True
+  c.model.sequence_residual = False  # True: sequence head on BiLSTM(x) + x (not in the original; DEVIATIONS.md)
   c.model.remat = "none"       # SlowFast backbone: 'none' | 'block' (each ResBlock) | 'stage' (each ResStage)
   c.model.remat_policy = ""    # jax.checkpoint policy: '' (save nothing) | 'dots_saveable' | ... (models/remat.py)
 

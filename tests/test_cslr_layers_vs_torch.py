@@ -263,3 +263,25 @@ def test_pfe_paths_in_training_only_and_shared_classifier():
   conv_head = nnx.jit(lambda m, v, n: m.classifier[0](m.main_temporal_conv(m.features(v), n)[0]))
   np.testing.assert_allclose(np.asarray(out["conv_logits"]["main"]), np.asarray(conv_head(model, video, video_len)),
                              atol=1e-6)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_sequence_residual_adds_the_masked_temporal_conv_features(residual):
+  """``sequence_residual`` (not in the original; off by default): the sequence head classifies BiLSTM(x) + x,
+  with x the TemporalConv features zeroed past each length; off, it classifies the BiLSTM output alone."""
+  cfg = cslr.SlowFastSignConfig(num_classes=6, hidden_size=8, pfe=False, sequence_residual=residual)
+  model = cslr.SlowFastSign(cfg, rngs=nnx.Rngs(0), backbone=_StandIn((6, 2), nnx.Rngs(1)), feature_dims=(6, 2))
+  model.eval()
+  video = jax.random.normal(jax.random.key(0), (2, 28, 4, 4, 3))
+  video_len = jnp.array([28, 20])
+  out = nnx.jit(lambda m, v, n: m(v, n))(model, video, video_len)
+  x, lengths = model.main_temporal_conv(model.features(video), video_len)
+  h = np.asarray(model.temporal_model[0](x, lengths))
+  valid = np.arange(x.shape[1])[None, :, None] < np.asarray(lengths)[:, None, None]
+  expected_in = h + np.where(valid, np.asarray(x), 0.0) if residual else h
+  assert np.abs(np.where(valid, 0.0, np.asarray(x))).max() > 0  # the conv features are not zero past the lengths
+  np.testing.assert_allclose(np.asarray(out["sequence_logits"]["main"]),
+                             np.asarray(model.classifier[0](jnp.asarray(expected_in))), atol=1e-5)
+  assert np.all(np.asarray(out["sequence_logits"]["main"])[1, 2:] == 0.0)  # still zero at padded steps
+  feats, _ = model.sequence_features(video, video_len)  # what --mode extract writes
+  np.testing.assert_allclose(np.asarray(feats), expected_in, atol=1e-5)

@@ -49,6 +49,9 @@ class SlowFastSignConfig:
   lstm_dropout: float = 0.3
   share_classifier: bool = True
   pfe: bool = True                          # build the slow / fast auxiliary paths (used in training only)
+  # Not in the original (False = the original): the sequence head classifies BiLSTM(x) + x, x the TemporalConv
+  # features (zeroed past each length), so it starts from what the conv head has learnt (docs/DEVIATIONS.md).
+  sequence_residual: bool = False
   dtype: Any = jnp.float32                  # compute dtype of the temporal part; parameters stay float32
 
 
@@ -101,7 +104,16 @@ class SlowFastSign(nnx.Module):
     int32 lengths (B,), at the temporal-conv rate. The same computation as ``__call__``'s main path up to the
     classifier (what ``--mode extract`` writes as the 'rgb' stream)."""
     x, lengths = self.main_temporal_conv(self.features(video).astype(self.config.dtype), video_lengths)
-    return self.temporal_model[0](x, lengths), lengths
+    return self._sequence(0, x, lengths), lengths
+
+  def _sequence(self, i: int, x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Path ``i``'s classifier input from its TemporalConv features: the BiLSTM output (plus ``x`` with
+    ``sequence_residual``); zeros past each length."""
+    h = self.temporal_model[i](x, lengths)
+    if self.config.sequence_residual:
+      valid = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+      h = h + jnp.where(valid[..., None], x, 0).astype(h.dtype)
+    return h
 
   def __call__(self, video: jax.Array, video_lengths: jax.Array, *,
                branches: Sequence[str] | None = None) -> dict[str, Any]:
@@ -127,5 +139,5 @@ class SlowFastSign(nnx.Module):
       x, lengths = getattr(self, f"{name}_temporal_conv")(inputs[name].astype(self.config.dtype), video_lengths)
       head = self.classifier[i] if self.config.share_classifier else self.conv_classifier[i]
       conv_logits[name] = head(x)
-      seq_logits[name] = self.classifier[i](self.temporal_model[i](x, lengths))
+      seq_logits[name] = self.classifier[i](self._sequence(i, x, lengths))
     return {"conv_logits": conv_logits, "sequence_logits": seq_logits, "feat_lengths": lengths}

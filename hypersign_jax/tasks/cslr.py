@@ -140,7 +140,8 @@ class CSLRTask(base.Task):
     return cslr_model.SlowFastSignConfig(
         num_classes=self.vocab.num_classes, backbone=backbone_config(m, dtype), hidden_size=m.hidden_size,
         conv_spec=tuple(m.conv_spec), lstm_layers=m.lstm_layers, lstm_dropout=m.lstm_dropout,
-        share_classifier=bool(m.share_classifier), pfe=bool(m.pfe), dtype=dtype)
+        share_classifier=bool(m.share_classifier), pfe=bool(m.pfe),
+        sequence_residual=bool(m.sequence_residual), dtype=dtype)
 
   def build_model(self, rngs):
     return cslr_model.SlowFastSign(self.model_config(), rngs=rngs)
