@@ -58,7 +58,8 @@ class SyntheticSource:
 
   name = "synthetic"
 
-  def __init__(self, preset: str | None, seed: int, resolution: int | None, annotations_only: bool):
+  def __init__(self, preset: str | None, seed: int, resolution: int | None, annotations_only: bool,
+               workers: int = 1):
     try:
       self.module = importlib.import_module(SYNTHETIC_MODULE)
     except ImportError as e:
@@ -70,6 +71,7 @@ class SyntheticSource:
       raise BuildError(f"unknown synthetic preset {preset!r}; known: {presets}")
     self.preset, self.seed, self.resolution = preset, seed, resolution
     self.annotations_only = annotations_only
+    self.workers = int(workers)
     self.notes: list[str] = []
     self.skipped: list[tuple[str, str, str]] = []
 
@@ -92,7 +94,7 @@ class SyntheticSource:
   def read(self, split: str) -> Iterator[dict]:
     self.check_split(split)
     for r in self.module.generate_split(self.preset, split, seed=self.seed, resolution=self.resolution,
-                                        with_frames=not self.annotations_only):
+                                        with_frames=not self.annotations_only, workers=self.workers):
       r = dict(r)
       r.setdefault("split", split)
       r.setdefault("dataset", self.name)
@@ -128,10 +130,14 @@ class ReaderSource:
 
 
 def make_source(dataset: str, root: str | None, *, annotations_only: bool = False, skip_bad_frames: bool = False,
-                preset: str | None = None, seed: int = 0, resolution: int | None = None,
+                preset: str | None = None, seed: int = 0, resolution: int | None = None, workers: int = 1,
                 **reader_options: Any):
+  if int(workers) < 1:
+    raise BuildError(f"--workers must be >= 1, got {workers}")
   if dataset == "synthetic":
-    return SyntheticSource(preset, seed, resolution, annotations_only)
+    return SyntheticSource(preset, seed, resolution, annotations_only, workers)
+  if int(workers) != 1:
+    raise BuildError(f"--workers renders the synthetic corpus in parallel; {dataset} is read with one process")
   if dataset not in readers.READERS:
     raise BuildError(f"unknown dataset {dataset!r}; known: {list(DATASETS)}")
   if root is None and dataset != "slrt":
@@ -198,14 +204,15 @@ def _progress(total: int | None, desc: str, enabled: bool):
 def build_dataset(dataset: str, root: str | None, out: str, *, splits: Sequence[str] | None = None,
                   annotations_only: bool = False, num_shards: int = 1, skip_bad_frames: bool = False,
                   vocab: str | None = None, preset: str | None = None, seed: int = 0,
-                  resolution: int | None = None, progress: bool = False, **reader_options: Any) -> dict:
+                  resolution: int | None = None, progress: bool = False, workers: int = 1,
+                  **reader_options: Any) -> dict:
   """Builds the prepared dataset directory ``out``; returns the contents of its ``dataset_info.json``."""
   from hypersign_jax.metrics import sclite_files  # the STM writer lives with the scorer that reads it
 
   if num_shards < 1:
     raise BuildError(f"--num-shards must be >= 1, got {num_shards}")
   source = make_source(dataset, root, annotations_only=annotations_only, skip_bad_frames=skip_bad_frames,
-                       preset=preset, seed=seed, resolution=resolution, **reader_options)
+                       preset=preset, seed=seed, resolution=resolution, workers=workers, **reader_options)
   available = source.available_splits()
   if not available:
     raise BuildError(f"no splits found for {dataset} under {root!r}")
@@ -374,6 +381,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   g.add_argument("--preset", help="synthetic corpus preset (smoke, demo, ...)")
   g.add_argument("--seed", type=int, default=0)
   g.add_argument("--resolution", type=int, help="synthetic frame size in pixels")
+  g.add_argument("--workers", type=int, default=1,
+                 help="render the synthetic corpus in this many processes (the same records)")
   g = p.add_argument_group("official layouts")
   g.add_argument("--frame-dir", default="auto",
                  help="frame folder name (PHOENIX: fullFrame-210x260px / fullFrame-256x256px; CSL-Daily: "
@@ -415,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.dataset, args.root, args.out, splits=args.splits, annotations_only=args.annotations_only,
         num_shards=args.num_shards, skip_bad_frames=args.skip_bad_frames, vocab=args.vocab, preset=args.preset,
         seed=args.seed, resolution=args.resolution, progress=not args.no_progress and sys.stderr.isatty(),
-        **_reader_options(args))
+        workers=args.workers, **_reader_options(args))
   except (OSError, ValueError, ImportError) as e:
     message = " ".join(str(e).split()) or type(e).__name__
     print(f"python -m data_pipelines.build: error: {message}", file=sys.stderr)

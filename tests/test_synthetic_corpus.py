@@ -26,6 +26,14 @@ def test_same_seed_gives_byte_identical_records(smoke):
   assert [records.encode_record(r) for r in again] == [records.encode_record(r) for r in smoke["train"]]
 
 
+def test_worker_processes_give_the_same_records_in_order(smoke, monkeypatch):
+  monkeypatch.setattr(corpus, "_CHUNK", 5)  # 24 smoke records -> 5 chunks over 2 spawned processes
+  parallel = list(corpus.generate_split("smoke", "train", workers=2))
+  assert [records.encode_record(r) for r in parallel] == [records.encode_record(r) for r in smoke["train"]]
+  with pytest.raises(ValueError, match="workers must be >= 1"):
+    list(corpus.generate_split("smoke", "train", workers=0))
+
+
 def test_different_seed_gives_different_data(smoke):
   other = list(corpus.generate_split("smoke", "train", seed=1))
   assert [r["id"] for r in other] == [r["id"] for r in smoke["train"]]

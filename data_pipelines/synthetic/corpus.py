@@ -17,8 +17,11 @@ information (the RGB stream's hands are a few pixels wide): the setting where fu
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import multiprocessing
+from concurrent import futures
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -124,11 +127,12 @@ def signers(preset: str | Preset, seed: int = 0) -> list[sg.SignerStyle]:
 
 
 def generate_split(preset: str, split: str, seed: int = 0, resolution: int | None = None,
-                   with_frames: bool = True) -> Iterator[dict]:
+                   with_frames: bool = True, workers: int = 1) -> Iterator[dict]:
   """Yields the records of one split (see ``data_pipelines.records``) in id order.
 
   ``resolution`` overrides the preset's frame size (keypoints are in pixels of the frame, so they scale with it);
-  ``with_frames=False`` skips rendering (the other fields are unchanged).
+  ``with_frames=False`` skips rendering (the other fields are unchanged); ``workers > 1`` renders chunks of records
+  in that many processes (the records, and their order, are the same).
   """
   p = get_preset(preset)
   _check_split(split)
@@ -137,14 +141,33 @@ def generate_split(preset: str, split: str, seed: int = 0, resolution: int | Non
   res = int(resolution or p.resolution)
   if res < 16:
     raise ValueError(f"resolution must be at least 16 pixels, got {res}")
-  size = (res, res)
-  grammar = grammar_of(p)
-  bank = motions(seed)
+  if int(workers) < 1:
+    raise ValueError(f"workers must be >= 1, got {workers}")
+  n = p.size(split)
+  if int(workers) == 1 or n <= _CHUNK:
+    yield from _records(p, split, int(seed), res, with_frames, 0, n)
+    return
+  yield from _generate_in_processes(p, split, int(seed), res, with_frames, n, int(workers))
+
+
+_CHUNK = 25  # records per task of a worker process
+
+
+@functools.lru_cache(maxsize=4)
+def _split_context(p: Preset, seed: int):
+  """What every record of a (preset, seed) draws from: the grammar, the gloss motions, seen / held-out signers."""
   styles = signers(p, seed)
-  seen = styles[:p.num_signers - p.heldout_signers]
-  heldout = styles[p.num_signers - p.heldout_signers:]
+  return (grammar_of(p), motions(seed), styles[:p.num_signers - p.heldout_signers],
+          styles[p.num_signers - p.heldout_signers:])
+
+
+def _records(p: Preset, split: str, seed: int, res: int, with_frames: bool, start: int, stop: int) -> list[dict]:
+  """Records ``start .. stop - 1`` of a split (each a pure function of its index)."""
+  grammar, bank, seen, heldout = _split_context(p, seed)
+  size = (res, res)
   split_index = SPLITS.index(split)
-  for i in range(p.size(split)):
+  out = []
+  for i in range(start, stop):
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0, split_index, i]))
     glosses = grammar.sample(rng)
     if split != "train" and heldout and rng.random() < p.heldout_share:
@@ -166,7 +189,29 @@ def generate_split(preset: str, split: str, seed: int = 0, resolution: int | Non
     if with_frames:
       frames = rd.render_clip(perf.clean, style, size)
       record["frames"] = [rd.encode_png(f) for f in frames]
-    yield record
+    out.append(record)
+  return out
+
+
+def _generate_in_processes(p: Preset, split: str, seed: int, res: int, with_frames: bool, n: int,
+                           workers: int) -> Iterator[dict]:
+  """``_records`` over chunks in ``workers`` spawned processes, yielded in order, at most 2 chunks per worker
+  in flight (so a slow consumer does not pile the whole split up in memory)."""
+  starts = iter(range(0, n, _CHUNK))
+  with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    queue: collections.deque = collections.deque()
+
+    def submit():
+      for start in starts:
+        queue.append(pool.submit(_records, p, split, seed, res, with_frames, start, min(start + _CHUNK, n)))
+        return
+
+    for _ in range(2 * workers):
+      submit()
+    while queue:
+      chunk = queue.popleft().result()
+      submit()
+      yield from chunk
 
 
 def _summary(values: list[int]) -> dict[str, float]:
