@@ -5,10 +5,11 @@
 Stages: build the synthetic 'demo' corpus -> S2G-RGB (configs/slowfastsign_synthetic.py) -> S2G-keypoint
 (configs/keypoint_s2g_synthetic.py) -> extract both streams -> merge -> G2T (configs/g2t_synthetic.py) -> S2T
 (configs/hypersign_synthetic.py, both streams, initialised from the G2T run) -> summary table (printed, and written
-to <workdir>/summary.md). The S2G-RGB stage stops early once its dev WER is <= 10 % (``train.stop_at``). A re-run
-skips finished stages. ``--config.compare_streams=True`` adds the
-single-stream S2T ablations; ``--config.stages.<stage>.overrides="('train.num_epochs=2',)"`` passes config
-overrides to a stage.
+to <workdir>/summary.md). The S2G-RGB stage stops early once its dev WER is <= 10 % (``train.stop_at``); G2T and
+S2T train 10 and 6 epochs (their configs' 20 are for the stand-alone runs). One stage runs at a time
+(``--config.max_parallel=N`` lets independent stages share a bigger machine). A re-run skips finished stages.
+``--config.compare_streams=True`` adds the single-stream S2T ablations;
+``--config.stages.<stage>.overrides="('train.num_epochs=2',)"`` passes config overrides to a stage.
 
 Variants:
   smoke: the 'smoke' corpus and every stage's `:smoke` config (a few minutes on 2 CPU cores; used by the tests).
@@ -24,10 +25,11 @@ def recipe_config(dataset: str, stage_configs: dict[str, str]) -> ml_collections
   c.task = "recipe"
   c.name = f"two-stream {dataset}"
   c.corpus = ml_collections.ConfigDict(dict(dataset=dataset, root="", prebuilt="", preset="", seed=0,
-                                            resolution=0, extra_args=()))
+                                            resolution=0, workers=1, extra_args=()))
   c.stages = ml_collections.ConfigDict(
       {name: dict(config=path, overrides=()) for name, path in stage_configs.items()})
   c.compare_streams = False
+  c.max_parallel = 1  # stages run side by side once their inputs are finished (recipes/stages.py)
   return c
 
 
@@ -41,7 +43,16 @@ def get_config(arg=None):
       "s2t": f"configs/hypersign_synthetic.py{suffix}",
   })
   c.corpus.preset = "smoke" if variant == "smoke" else "demo"
+  c.corpus.workers = 1 if variant == "smoke" else 2  # render the demo corpus in 2 processes (the same records)
+  # One stage at a time: on 2 cores a second stage slows S2G-RGB's compiles (which use both cores) about 3x
+  # (docs/benchmarks.md, "make demo end to end"), so side by side is slower than in sequence.
+  c.max_parallel = 1
   if variant == "":
     # The RGB stream ends once it recognises: dev WER <= 10 % (issue target) or its 10 epochs, whichever first.
     c.stages.s2g_rgb.overrides = ("train.stop_at=10.0",)
+    # Shorter translation stages than their configs' defaults (20 epochs each; docs/benchmarks.md has those runs):
+    # G2T 10 epochs, S2T 6 (its cosine schedule and partial-shortcut schedule shortened with it).
+    c.stages.g2t.overrides = ("train.num_epochs=10", "schedule.total=10")
+    c.stages.s2t.overrides = ("train.num_epochs=6", "schedule.total=6", "train.eval_every_epochs=3",
+                              f"model.psc.final_step={6 * (2000 // 32)}")
   return c

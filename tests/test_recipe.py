@@ -3,6 +3,7 @@ stage stops the recipe; the two-stream recipe wires the stages' directories and 
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -12,13 +13,14 @@ from hypersign_jax.recipes import summary as summary_lib
 from hypersign_jax.recipes import two_stream
 
 
-def _counting_stage(tmp_path, name, payload="x", fail=False):
-  """A stage that appends one line to <tmp>/<name>.count each time it actually runs."""
+def _counting_stage(tmp_path, name, payload="x", fail=False, after=None, sleep=0.0):
+  """A stage that appends one line to <tmp>/<name>.count each time it actually runs (after sleeping)."""
   counter = tmp_path / f"{name}.count"
-  code = (f"open({str(counter)!r}, 'a').write('run\\n'); print('{name} {payload}'); "
-          f"import sys; sys.exit({3 if fail else 0})")
+  code = (f"import sys, time; time.sleep({sleep}); open({str(counter)!r}, 'a').write('run\\n'); "
+          f"print('{name} {payload}'); sys.exit({3 if fail else 0})")
   return stages_lib.Stage(name, [sys.executable, "-c", code], str(tmp_path / name),
-                          results=lambda d, n=name: {"stage": n, "payload": payload}, description=f"stage {name}")
+                          results=lambda d, n=name: {"stage": n, "payload": payload}, description=f"stage {name}",
+                          after=after)
 
 
 def _runs(tmp_path, name):
@@ -59,6 +61,46 @@ def test_failure_stops_and_resume_continues_at_the_failed_stage(tmp_path):
   assert [_runs(tmp_path, n) for n in "abc"] == [1, 2, 1]
 
 
+def test_independent_stages_run_side_by_side_and_dependents_wait(tmp_path):
+  # a and b read nothing from each other; c reads both; d reads only b (a is slow)
+  stages = [_counting_stage(tmp_path, "a", after=(), sleep=3.0), _counting_stage(tmp_path, "b", after=(), sleep=1.0),
+            _counting_stage(tmp_path, "c", after=("a", "b")), _counting_stage(tmp_path, "d", after=("b",))]
+  records = {r["name"]: r for r in stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None,
+                                                           max_parallel=2)}
+  assert all(r["status"] == "done" for r in records.values())
+  a, b, c, d = (records[n] for n in "abcd")
+  assert b["started"] < a["ended"] and a["started"] < b["ended"]  # a and b overlapped
+  assert c["started"] >= max(a["ended"], b["ended"]) - 0.05      # c waited for both
+  assert d["started"] < a["ended"]                               # d did not wait for a
+  summary = summary_lib.summarise(list(records.values()), wall_seconds=5.0)
+  assert "(at " in summary_lib.markdown(summary) and "wall time of this run" in summary_lib.markdown(summary)
+  # changing b re-runs b and what reads it (c, d), not a
+  changed = [stages[0], _counting_stage(tmp_path, "b", payload="y", after=()), stages[2], stages[3]]
+  again = stages_lib.run_stages(changed, str(tmp_path), echo=lambda s: None, max_parallel=2)
+  assert [r["status"] for r in again] == ["skipped", "done", "done", "done"]
+  assert [_runs(tmp_path, n) for n in "abcd"] == [1, 2, 2, 2]
+
+
+def test_a_failing_stage_stops_the_stages_running_beside_it(tmp_path):
+  stages = [_counting_stage(tmp_path, "slow", after=(), sleep=60.0),
+            _counting_stage(tmp_path, "bad", after=(), fail=True, sleep=0.5),
+            _counting_stage(tmp_path, "next", after=("bad",))]
+  start = time.time()
+  with pytest.raises(stages_lib.StageFailed, match="stage 'bad' failed with exit code 3"):
+    stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None, max_parallel=2)
+  assert time.time() - start < 30.0  # 'slow' was killed, not waited for
+  assert [_runs(tmp_path, n) for n in ("slow", "bad", "next")] == [0, 1, 0]
+  assert not (tmp_path / "slow" / stages_lib.DONE_FILE).exists()
+
+
+def test_stage_inputs_must_be_listed_before(tmp_path):
+  with pytest.raises(ValueError, match="not stages listed before it"):
+    stages_lib.run_stages([_counting_stage(tmp_path, "a", after=("b",)), _counting_stage(tmp_path, "b")],
+                          str(tmp_path), echo=lambda s: None)
+  with pytest.raises(ValueError, match="max_parallel"):
+    stages_lib.run_stages([_counting_stage(tmp_path, "a")], str(tmp_path), echo=lambda s: None, max_parallel=0)
+
+
 def test_duplicate_stage_names_rejected(tmp_path):
   with pytest.raises(ValueError, match="unique"):
     stages_lib.run_stages([_counting_stage(tmp_path, "a")] * 2, str(tmp_path), echo=lambda s: None)
@@ -84,6 +126,12 @@ def test_two_stream_stage_graph(tmp_path):
   assert f"--config.data.dir={features}" in s2t and "--config.train.num_steps=7" in s2t
   assert f"--config.model.init_from_g2t={tmp_path / 'g2t'}" in s2t
   assert "--config.model.streams=('rgb',)" in by_name["s2t_rgb"].command
+  inputs = {s.name: tuple(s.after) for s in stages}  # what each stage waits for
+  assert inputs == {"corpus": (), "s2g_rgb": ("corpus",), "s2g_keypoint": ("corpus",),
+                    "extract_rgb": ("s2g_rgb",), "extract_keypoint": ("s2g_keypoint",),
+                    "merge_features": ("extract_rgb", "extract_keypoint"), "g2t": ("corpus",),
+                    "s2t": ("merge_features", "g2t"), "s2t_rgb": ("merge_features", "g2t"),
+                    "s2t_keypoint": ("merge_features", "g2t")}
   for stage in stages:  # every referenced stage config exists
     for arg in stage.command:
       if arg.startswith("--config="):

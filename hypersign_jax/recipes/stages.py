@@ -1,12 +1,17 @@
-"""A resumable sequence of command-line stages: the runner behind the multi-stage recipes.
+"""A resumable graph of command-line stages: the runner behind the multi-stage recipes.
 
 Each stage is one subprocess (a fresh interpreter, so every stage starts with clean JAX state) with its own
-directory under the recipe workdir. A stage that exits 0 gets ``<dir>/STAGE_DONE.json`` (command, wall time, the
-results it reports); a later run of the recipe skips every stage whose marker is present and whose command is
-unchanged, so re-running after an interruption redoes only the unfinished stages, and the unfinished one resumes
-from its own checkpoints (``main.py`` training resumes from its workdir). A changed command (e.g. an edited
-override) invalidates that stage and every stage after it. A failing stage stops the recipe with its exit code
-and the tail of its log; nothing after it runs.
+directory under the recipe workdir. A stage names the stages whose outputs it reads (``after``; by default the
+stage before it, i.e. a plain sequence). A stage that exits 0 gets ``<dir>/STAGE_DONE.json`` (command, wall time,
+the results it reports); a later run of the recipe skips every stage whose marker is present, whose command is
+unchanged and none of whose inputs ran again, so re-running after an interruption redoes only the unfinished
+stages, and the unfinished one resumes from its own checkpoints (``main.py`` training resumes from its workdir). A
+changed command (e.g. an edited override) invalidates that stage and every stage that (transitively) reads it.
+
+With ``max_parallel > 1`` stages whose inputs are all finished run side by side (on a 2-core CPU one XLA process
+keeps ≈ 1.5 cores busy and a compile keeps one, so two stages overlap usefully). A failing stage stops the recipe
+with its exit code and the tail of its log: stages still running are terminated (their checkpoints stay, so a
+re-run resumes them) and nothing new starts.
 
 Output of each stage goes to ``<workdir>/logs/<stage>.log``; the console shows one line per stage and, while a
 stage runs, its last log line (progress bars included) refreshed every few seconds.
@@ -45,12 +50,15 @@ class Stage:
     results: called after success with the stage directory, returns the JSON-able results stored in the marker
       (e.g. the final metrics of a training run).
     description: one line for the summary.
+    after: names of the stages whose outputs this one reads (they must come earlier in the list); None (default)
+      = the stage just before it (none for the first), () = no inputs from other stages.
   """
   name: str
   command: Sequence[str]
   directory: str
   results: Callable[[str], Any] | None = None
   description: str = ""
+  after: Sequence[str] | None = None
 
 
 def _marker(stage: Stage) -> dict | None:
@@ -76,76 +84,131 @@ def _tail(path: str, n: int = 20) -> str:
   return "\n".join(lines[-n:])
 
 
-def _run_logged(stage: Stage, log_path: str, env: dict | None, echo: Callable[[str], None]) -> int:
-  """Runs the command with stdout+stderr into the log; echoes the newest log line every few seconds."""
-  with open(log_path, "ab") as log:
-    log.write(f"\n$ {' '.join(stage.command)}\n".encode())
-    log.flush()
-    proc = subprocess.Popen(list(stage.command), stdout=log, stderr=subprocess.STDOUT, env=env)
-    stop = threading.Event()
+class _Running:
+  """One stage's subprocess (stdout + stderr into its log) and a heartbeat echoing the newest log line."""
 
-    def heartbeat():
-      start = time.time()
-      last = ""
-      while not stop.wait(10.0):
-        line = _tail(log_path, 1).strip()[:110]
-        if line and line != last:
-          echo(f"    [{stage.name} {time.time() - start:6.0f}s] {line}")
-          last = line
+  def __init__(self, stage: Stage, log_path: str, env: dict | None, echo: Callable[[str], None],
+               on_exit: Callable[[], None]):
+    self.stage, self.log_path, self.start = stage, log_path, time.time()
+    self.returncode: int | None = None
+    self._log = open(log_path, "ab")  # pylint: disable=consider-using-with
+    self._log.write(f"\n$ {' '.join(stage.command)}\n".encode())
+    self._log.flush()
+    self.proc = subprocess.Popen(list(stage.command), stdout=self._log, stderr=subprocess.STDOUT, env=env)
+    self._stop = threading.Event()
+    self._echo, self._on_exit = echo, on_exit
+    self._threads = [threading.Thread(target=self._heartbeat, daemon=True),
+                     threading.Thread(target=self._wait, daemon=True)]
+    for t in self._threads:
+      t.start()
 
-    thread = threading.Thread(target=heartbeat, daemon=True)
-    thread.start()
-    try:
-      return proc.wait()
-    except BaseException:
-      proc.kill()
-      proc.wait()
-      raise
-    finally:
-      stop.set()
-      thread.join()
+  def _heartbeat(self):
+    last = ""
+    while not self._stop.wait(10.0):
+      line = _tail(self.log_path, 1).strip()[:110]
+      if line and line != last:
+        self._echo(f"    [{self.stage.name} {time.time() - self.start:6.0f}s] {line}")
+        last = line
+
+  def _wait(self):
+    code = self.proc.wait()
+    self.seconds = time.time() - self.start
+    self._stop.set()
+    self._log.close()
+    self.returncode = code
+    self._on_exit()
+
+  def kill(self):
+    if self.proc.poll() is None:
+      self.proc.kill()
+    for t in self._threads:
+      t.join()
 
 
-def run_stages(stages: Sequence[Stage], workdir: str, *, env: dict | None = None,
-               echo: Callable[[str], None] = print) -> list[dict]:
-  """Runs ``stages`` in order, skipping finished ones; returns one record per stage.
-
-  Record: {'name', 'description', 'status': 'done' | 'skipped', 'seconds' (of the run that produced it),
-  'results'}. Raises ``StageFailed`` on the first failing stage.
-  """
+def _inputs(stages: Sequence[Stage]) -> dict[str, tuple[str, ...]]:
+  """Each stage's input stages (``after`` resolved), checked to name earlier stages."""
   names = [s.name for s in stages]
   if len(set(names)) != len(names):
     raise ValueError(f"stage names must be unique: {names}")
+  inputs = {}
+  for i, stage in enumerate(stages):
+    after = (names[i - 1],) if stage.after is None and i else tuple(stage.after or ())
+    unknown = [a for a in after if a not in names[:i]]
+    if unknown:
+      raise ValueError(f"stage {stage.name!r} runs after {unknown}, which are not stages listed before it "
+                       f"(stages: {names})")
+    inputs[stage.name] = after
+  return inputs
+
+
+def run_stages(stages: Sequence[Stage], workdir: str, *, env: dict | None = None,
+               echo: Callable[[str], None] = print, max_parallel: int = 1) -> list[dict]:
+  """Runs ``stages`` (in list order, up to ``max_parallel`` at a time once their inputs are finished), skipping
+  finished ones; returns one record per stage, in list order.
+
+  Record: {'name', 'description', 'status': 'done' | 'skipped', 'seconds' (of the run that produced it),
+  'started' / 'ended' (seconds since this call, for stages run now), 'results'}. Raises ``StageFailed`` on the
+  first failing stage.
+  """
+  if int(max_parallel) < 1:
+    raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
+  inputs = _inputs(stages)
   log_dir = os.path.join(workdir, "logs")
   os.makedirs(log_dir, exist_ok=True)
-  records = []
-  invalidated = False
-  for stage in stages:
-    marker = _marker(stage)
-    if marker is not None and not invalidated and marker.get("command") == list(stage.command):
-      echo(f"[{stage.name}] done earlier ({marker.get('seconds', 0.0):.0f} s), skipped")
-      records.append({"name": stage.name, "description": stage.description, "status": "skipped",
-                      "seconds": float(marker.get("seconds", 0.0)), "results": marker.get("results")})
-      continue
-    if marker is not None:  # stale: its inputs or command changed
-      os.remove(os.path.join(stage.directory, DONE_FILE))
-    invalidated = True  # everything downstream of a (re)run stage runs again
-    os.makedirs(stage.directory, exist_ok=True)
-    log_path = os.path.join(log_dir, f"{stage.name}.log")
-    echo(f"[{stage.name}] {stage.description or ''} (log: {log_path})")
-    start = time.time()
-    code = _run_logged(stage, log_path, env, echo)
-    seconds = time.time() - start
-    if code != 0:
-      raise StageFailed(stage.name, code, log_path, _tail(log_path))
+  t0 = time.time()
+  records: dict[str, dict] = {}
+  reran: set[str] = set()  # stages (re)run by this call: everything reading them runs again
+  pending = list(stages)
+  running: dict[str, _Running] = {}
+  changed = threading.Event()  # set by a stage's process exiting
+
+  def finish(run: _Running):
+    stage = run.stage
+    if run.returncode != 0:  # the stages still running are killed below
+      raise StageFailed(stage.name, run.returncode, run.log_path, _tail(run.log_path))
     results = stage.results(stage.directory) if stage.results else None
     with open(os.path.join(stage.directory, DONE_FILE), "w", encoding="utf-8") as f:
-      json.dump({"command": list(stage.command), "seconds": seconds, "results": results}, f, indent=2,
+      json.dump({"command": list(stage.command), "seconds": run.seconds, "results": results}, f, indent=2,
                 default=float)
-    echo(f"[{stage.name}] finished in {seconds:.0f} s")
-    records.append({"name": stage.name, "description": stage.description, "status": "done", "seconds": seconds,
-                    "results": results})
-  return records
+    echo(f"[{stage.name}] finished in {run.seconds:.0f} s")
+    records[stage.name] = {"name": stage.name, "description": stage.description, "status": "done",
+                           "seconds": run.seconds, "started": run.start - t0, "ended": time.time() - t0,
+                           "results": results}
+
+  try:
+    while pending or running:
+      changed.clear()
+      for name in [n for n, r in running.items() if r.returncode is not None]:
+        finish(running.pop(name))
+      progressed = False
+      for stage in list(pending):
+        if len(running) >= max_parallel:
+          break
+        if any(a not in records for a in inputs[stage.name]):
+          continue  # an input is not finished yet
+        pending.remove(stage)
+        progressed = True
+        marker = _marker(stage)
+        stale = any(a in reran for a in inputs[stage.name])
+        if marker is not None and not stale and marker.get("command") == list(stage.command):
+          echo(f"[{stage.name}] done earlier ({marker.get('seconds', 0.0):.0f} s), skipped")
+          records[stage.name] = {"name": stage.name, "description": stage.description, "status": "skipped",
+                                 "seconds": float(marker.get("seconds", 0.0)), "results": marker.get("results")}
+          continue
+        if marker is not None:  # stale: its inputs or command changed
+          os.remove(os.path.join(stage.directory, DONE_FILE))
+        reran.add(stage.name)
+        os.makedirs(stage.directory, exist_ok=True)
+        log_path = os.path.join(log_dir, f"{stage.name}.log")
+        echo(f"[{stage.name}] {stage.description or ''} (log: {log_path})")
+        running[stage.name] = _Running(stage, log_path, env, echo, changed.set)
+      if not progressed and running:
+        changed.wait(5.0)
+  except BaseException:
+    for run in running.values():
+      run.kill()
+    raise
+  return [records[s.name] for s in stages]
 
 
 def python_command(*args: str) -> list[str]:

@@ -29,14 +29,22 @@ def _metrics_line(results: Any) -> dict[str, str]:
   return row
 
 
-def summarise(records: Sequence[dict]) -> dict:
-  """Stage records of ``stages.run_stages`` -> {'stages': [...], 'total_seconds': float}."""
+def summarise(records: Sequence[dict], wall_seconds: float | None = None) -> dict:
+  """Stage records of ``stages.run_stages`` -> {'stages': [...], 'total_seconds': float, 'wall_seconds'}.
+
+  ``total_seconds`` sums the stages' own times; ``wall_seconds`` (when given) is the recipe run's wall time,
+  shorter when stages ran side by side (and short when finished stages were skipped)."""
   rows = []
   for r in records:
-    rows.append({"stage": r["name"], "description": r.get("description", ""), "status": r["status"],
-                 "seconds": float(r.get("seconds", 0.0)), **_metrics_line(r.get("results")),
-                 "results": r.get("results")})
-  return {"stages": rows, "total_seconds": sum(r["seconds"] for r in rows)}
+    row = {"stage": r["name"], "description": r.get("description", ""), "status": r["status"],
+           "seconds": float(r.get("seconds", 0.0)), **_metrics_line(r.get("results")), "results": r.get("results")}
+    if r.get("started") is not None:
+      row["started"], row["ended"] = float(r["started"]), float(r["ended"])
+    rows.append(row)
+  out = {"stages": rows, "total_seconds": sum(r["seconds"] for r in rows)}
+  if wall_seconds is not None:
+    out["wall_seconds"] = float(wall_seconds)
+  return out
 
 
 def markdown(summary: dict, title: str = "Recipe summary") -> str:
@@ -44,6 +52,10 @@ def markdown(summary: dict, title: str = "Recipe summary") -> str:
   for r in summary["stages"]:
     dev = r.get("dev") or r.get("data") or ""
     note = " (earlier run)" if r["status"] == "skipped" else ""
+    if r.get("started") is not None:
+      note += f" (at {r['started']:.0f}–{r['ended']:.0f})"
     lines.append(f"| {r['stage']} | {r['seconds']:.0f}{note} | {dev} | {r.get('test', '')} |")
-  lines.append(f"| **total** | {summary['total_seconds']:.0f} | | |")
+  lines.append(f"| **sum of stages** | {summary['total_seconds']:.0f} | | |")
+  if summary.get("wall_seconds") is not None:
+    lines.append(f"| **wall time of this run** | {summary['wall_seconds']:.0f} | | |")
   return "\n".join(lines) + "\n"

@@ -15,7 +15,9 @@ to the user across repositories. Here every stage is a ``main.py`` (or data tool
   W/s2t_rgb, W/s2t_keypoint   (``compare_streams``) the same S2T with one stream only (fusion ablation)
   W/summary.md, W/summary.json
 
-Stages are resumable (``recipes/stages.py``): a re-run skips the finished ones. Configs:
+Stages are resumable (``recipes/stages.py``): a re-run skips the finished ones. Each stage waits only for the
+stages it reads (S2G-RGB, S2G-keypoint and G2T need just the corpus; the extractions their S2G run; S2T the merged
+features and G2T); ``max_parallel`` (config key) stages run at a time. Configs:
 ``configs/recipe_synthetic.py`` (``make demo``) and ``configs/recipe_phoenix2014t.py`` (needs
 ``--config.corpus.root``). Run: ``python main.py --mode recipe --config configs/recipe_synthetic.py --workdir W``.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable
 
 from hypersign_jax.recipes import stages as stages_lib
@@ -61,12 +64,12 @@ def _dataset_info(directory: str) -> dict | None:
 
 
 def _train(name: str, stage_cfg, workdir: str, data_dir: str, description: str,
-           extra: list[str] | None = None) -> stages_lib.Stage:
+           extra: list[str] | None = None, after: tuple[str, ...] = ()) -> stages_lib.Stage:
   directory = os.path.join(workdir, name)
   command = stages_lib.python_command(
       MAIN, f"--config={stage_cfg.config}", f"--workdir={directory}", f"--config.data.dir={data_dir}",
       *(extra or []), *_flags(stage_cfg.get("overrides")))
-  return stages_lib.Stage(name, command, directory, results=_final_metrics, description=description)
+  return stages_lib.Stage(name, command, directory, results=_final_metrics, description=description, after=after)
 
 
 def _corpus_stage(c, corpus_dir: str) -> stages_lib.Stage:
@@ -75,6 +78,8 @@ def _corpus_stage(c, corpus_dir: str) -> stages_lib.Stage:
     build_args += [f"--preset={c.preset}", f"--seed={int(c.seed)}"]
     if int(c.get("resolution", 0) or 0):
       build_args.append(f"--resolution={int(c.resolution)}")
+    if int(c.get("workers", 1) or 1) > 1:
+      build_args.append(f"--workers={int(c.workers)}")
   else:
     if not c.get("root"):
       raise ValueError(f"config key 'corpus.root' is empty: the {c.dataset} recipe needs the dataset's root "
@@ -82,7 +87,7 @@ def _corpus_stage(c, corpus_dir: str) -> stages_lib.Stage:
     build_args.append(f"--root={os.path.abspath(c.root)}")
   build_args += list(c.get("extra_args", ()) or ())
   return stages_lib.Stage("corpus", stages_lib.python_command(*build_args), corpus_dir, results=_dataset_info,
-                          description=f"build the {c.dataset} corpus")
+                          description=f"build the {c.dataset} corpus", after=())
 
 
 def build_stages(config, workdir: str) -> list[stages_lib.Stage]:
@@ -95,15 +100,16 @@ def build_stages(config, workdir: str) -> list[stages_lib.Stage]:
     if not os.path.isfile(os.path.join(corpus_dir, "dataset_info.json")):
       raise ValueError(f"config key 'corpus.prebuilt' = {c.prebuilt!r} is not a prepared dataset directory "
                        f"(no dataset_info.json); build it with python -m data_pipelines.build")
-    out = []
+    out, corpus = [], ()
   else:
     corpus_dir = os.path.join(data, "corpus")
-    out = [_corpus_stage(c, corpus_dir)]
+    out, corpus = [_corpus_stage(c, corpus_dir)], ("corpus",)
   no_build = ["--config.data.synthetic_preset="]  # the stage configs must read the recipe's corpus, never build
   st = config.stages
-  out.append(_train("s2g_rgb", st.s2g_rgb, workdir, corpus_dir, "S2G-RGB: SlowFastSign CSLR on frames", no_build))
+  out.append(_train("s2g_rgb", st.s2g_rgb, workdir, corpus_dir, "S2G-RGB: SlowFastSign CSLR on frames", no_build,
+                    corpus))
   out.append(_train("s2g_keypoint", st.s2g_keypoint, workdir, corpus_dir, "S2G-keypoint: CTC on keypoints",
-                    no_build))
+                    no_build, corpus))
   feat_dirs = {}
   for stream in STREAMS:
     s2g = st[f"s2g_{stream}"]
@@ -113,19 +119,22 @@ def build_stages(config, workdir: str) -> list[stages_lib.Stage]:
         f"--config.data.dir={corpus_dir}", *no_build, f"--config.extract.out={feat_dirs[stream]}",
         f"--config.extract.stream={stream}", *_flags(s2g.get("overrides")))
     out.append(stages_lib.Stage(f"extract_{stream}", command, feat_dirs[stream], results=_dataset_info,
-                                description=f"extract {stream} features (every split)"))
+                                description=f"extract {stream} features (every split)", after=(f"s2g_{stream}",)))
   features_dir = os.path.join(data, "features")
   merge = stages_lib.python_command("-m", "data_pipelines.merge_features", f"--out={features_dir}",
                                     *[f"--stream={s}={feat_dirs[s]}" for s in STREAMS])
   out.append(stages_lib.Stage("merge_features", merge, features_dir, results=_dataset_info,
-                              description="merge the two streams into the S2T dataset"))
-  out.append(_train("g2t", st.g2t, workdir, corpus_dir, "G2T: gloss-to-text mBART", no_build))
+                              description="merge the two streams into the S2T dataset",
+                              after=tuple(f"extract_{s}" for s in STREAMS)))
+  out.append(_train("g2t", st.g2t, workdir, corpus_dir, "G2T: gloss-to-text mBART", no_build, corpus))
   s2t_extra = ["--config.data.synthetic_features_preset=", f"--config.model.init_from_g2t={os.path.join(workdir, 'g2t')}"]
-  out.append(_train("s2t", st.s2t, workdir, features_dir, "S2T: HyperSign, both streams, from G2T", s2t_extra))
+  s2t_after = ("merge_features", "g2t")
+  out.append(_train("s2t", st.s2t, workdir, features_dir, "S2T: HyperSign, both streams, from G2T", s2t_extra,
+                    s2t_after))
   if config.get("compare_streams", False):
     for stream in STREAMS:
       out.append(_train(f"s2t_{stream}", st.s2t, workdir, features_dir, f"S2T ablation: {stream} stream only",
-                        s2t_extra + [f"--config.model.streams=('{stream}',)"]))
+                        s2t_extra + [f"--config.model.streams=('{stream}',)"], s2t_after))
   return out
 
 
@@ -134,8 +143,11 @@ def run(config, workdir: str, echo: Callable[[str], None] = print) -> dict:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "recipe_config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  records = stages_lib.run_stages(build_stages(config, workdir), workdir, echo=echo)
-  summary = summary_lib.summarise(records)
+  start = time.time()
+  records = stages_lib.run_stages(build_stages(config, workdir), workdir, echo=echo,
+                                  max_parallel=int(config.get("max_parallel", 1)))
+  wall = time.time() - start
+  summary = summary_lib.summarise(records, wall_seconds=wall)
   table = summary_lib.markdown(summary, title=f"Recipe summary ({config.get('name', 'two-stream')})")
   with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
     f.write(table)
