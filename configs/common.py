@@ -34,6 +34,11 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       early_stop_evals=0,       # stop after this many dev evaluations without a new best (0 = never)
       tensorboard=True,
       fast_compile=False,       # compile steps with XLA's cheapest optimisation level (smoke runs on CPU)
+      # Read this many training batches ahead and compile their (and dev's) step programs on background threads
+      # while training runs (training/compile_ahead.py); 0 = compile each program when its first batch arrives.
+      # Costs `compile_ahead` batches of host memory; pays off with several bucket shapes and idle cores.
+      compile_ahead=0,
+      compile_threads=2,
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -18,6 +18,7 @@ into global arrays by ``sharding.make_global_batch``; checkpoints are saved and 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -32,7 +33,7 @@ from absl import logging
 from flax import nnx
 
 from hypersign_jax.tasks import base as task_base
-from hypersign_jax.training import checkpointing, distributed, optim, sharding
+from hypersign_jax.training import checkpointing, compile_ahead, distributed, optim, sharding
 from hypersign_jax.training import logging as train_logging
 
 
@@ -184,29 +185,47 @@ FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_e
 
 
 class _Jitted:
-  """Compiles a step per batch signature with explicit shardings (one compile per bucket shape)."""
+  """A step function compiled once per batch signature with explicit shardings (one compile per bucket shape).
 
-  def __init__(self, fn, setup: Setup, train: bool, fast_compile: bool = False):
+  Programs are compiled for the abstract train state and batch (``compile_ahead``), so they can be compiled ahead
+  on ``pool``'s threads (``prefetch``) before the first batch of their shape arrives.
+  """
+
+  def __init__(self, fn, setup: Setup, train: bool, fast_compile: bool = False,
+               pool: concurrent.futures.Executor | None = None):
     self._fn, self._setup, self._train = fn, setup, train
     self._options = FAST_COMPILE_OPTIONS if fast_compile else None
-    self._cache = {}
+    self._state = compile_ahead.abstract_state(setup.state, setup.state_shardings)
+    self._programs = compile_ahead.StepPrograms(self._compile, pool)
+
+  def _compile(self, batch):
+    s = self._setup
+    batch_sh = jax.tree.map(lambda v: v.sharding, batch)
+    if self._train:
+      jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
+                       out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
+    else:  # outputs replicated: every process gets the whole batch's outputs (see `evaluate`)
+      jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
+                       out_shardings=sharding.replicated(s.mesh))
+    with jax.set_mesh(s.mesh):  # models' activation sharding hints (sharding.constrain_batch) see the mesh
+      return jitted.lower(self._state, batch).compile(compiler_options=self._options)
+
+  def prefetch(self, host_batch: dict, process_local: bool) -> None:
+    """Schedules the compile for a NumPy device batch's signature (no-op without a pool or if already known)."""
+    self._programs.prefetch(compile_ahead.abstract_global_batch(host_batch, self._setup.mesh, process_local))
 
   def __call__(self, state, batch):
-    sig = sharding.batch_signature(batch)
-    jitted = self._cache.get(sig)
-    if jitted is None:
-      s = self._setup
-      batch_sh = sharding.batch_shardings(batch, s.mesh)
-      if self._train:
-        jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
-                         out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
-      else:  # outputs replicated: every process gets the whole batch's outputs (see `evaluate`)
-        jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
-                         out_shardings=sharding.replicated(s.mesh))
-      with jax.set_mesh(s.mesh):  # models' activation sharding hints (sharding.constrain_batch) see the mesh
-        jitted = jitted.lower(state, batch).compile(compiler_options=self._options)
-      self._cache[sig] = jitted
-    return jitted(state, batch)
+    mesh = self._setup.mesh
+    abstract = jax.tree.map(
+        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, v.ndim)), batch)
+    return self._programs.get(abstract)(state, batch)
+
+
+def _prefetch_eval_programs(setup: Setup, eval_step: _Jitted, split: str, batch_size: int) -> None:
+  """Reads ``split`` once and schedules the compile of each of its batch signatures (runs on a pool thread)."""
+  device_parts = (sharding.split_host_fields(b)[0] for b in setup.task.eval_batches(split, batch_size))
+  for batch in compile_ahead.signatures_in_order(device_parts):
+    eval_step.prefetch(batch, process_local=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,9 +317,12 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
   ckpts = checkpointing.Checkpoints(workdir, keep=tcfg.keep_checkpoints)
   logger = train_logging.MetricLogger(workdir, enabled=is_main, tensorboard=tcfg.get("tensorboard", True))
   task = setup.task
-  metric_key = task.best_metric
-
   train_iter = task.train_iterator(config.seed, per_process_batch, jax.process_index(), jax.process_count())
+  ahead = int(tcfg.get("compile_ahead", 0) or 0)
+  if ahead < 0:
+    raise ValueError(f"train.compile_ahead must be >= 0, got {ahead}")
+  if ahead:
+    train_iter = compile_ahead.Lookahead(train_iter)
   state = setup.state
   meta = {"best": None, "best_step": None, "bad_steps": 0}
   start = 0
@@ -310,8 +332,42 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
     meta.update(saved_meta)
     logging.info("resumed from step %d in %s", start, workdir)
   fast = bool(tcfg.get("fast_compile", False))
-  train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast)
-  eval_step = _Jitted(make_eval_step(setup), setup, train=False, fast_compile=fast)
+  pool = None
+  if ahead:
+    threads = int(tcfg.get("compile_threads", 2))
+    if threads < 1:
+      raise ValueError(f"train.compile_threads must be >= 1 with train.compile_ahead > 0, got {threads}")
+    pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="compile")
+  train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast, pool=pool)
+  eval_step = _Jitted(make_eval_step(setup), setup, train=False, fast_compile=fast, pool=pool)
+  try:
+    if pool is not None:
+      _compile_ahead(setup, config, train_iter, ahead, train_step, eval_step, pool)
+    return _loop(config, workdir, setup, state, start, meta, train_iter, train_step, eval_step, ckpts, logger,
+                 ahead)
+  finally:
+    if pool is not None:
+      pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _compile_ahead(setup: Setup, config, train_iter, ahead: int, train_step: _Jitted, eval_step: _Jitted,
+                   pool: concurrent.futures.Executor) -> None:
+  """Schedules the compiles of the first ``ahead`` training batches' signatures and of the dev split's."""
+  for batch in compile_ahead.signatures_in_order(
+      sharding.split_host_fields(b)[0] for b in train_iter.fill(ahead)):
+    train_step.prefetch(batch, process_local=True)
+  future = pool.submit(_prefetch_eval_programs, setup, eval_step, "dev", config.eval.batch_size)
+  # A failure here is not fatal (the evaluation compiles on demand and meets the same error itself): say so.
+  future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or logging.warning(
+      "compile-ahead of the dev programs failed (they compile on first use): %r", f.exception()))
+
+
+def _loop(config, workdir, setup: Setup, state, start: int, meta: dict, train_iter, train_step: _Jitted,
+          eval_step: _Jitted, ckpts, logger, ahead: int) -> dict:
+  """The training loop from step ``start``, then the final evaluation of the best checkpoint."""
+  tcfg, task = config.train, setup.task
+  is_main = jax.process_index() == 0
+  metric_key = task.best_metric
 
   eval_every = tcfg.eval_every_steps or (tcfg.eval_every_epochs * setup.steps_per_epoch)
   ckpt_every = tcfg.checkpoint_every_steps
@@ -322,6 +378,9 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
   stop = early_stop_reason(tcfg, meta, step, eval_every, task.best_mode)  # a resumed run that had stopped early
   while step < setup.num_steps and stop is None:
     batch, _ = sharding.split_host_fields(next(train_iter))
+    if ahead:  # keep `ahead` batches read; a new signature among them starts compiling now
+      for upcoming in train_iter.fill(ahead)[-1:]:
+        train_step.prefetch(sharding.split_host_fields(upcoming)[0], process_local=True)
     state, out = train_step(state, sharding.make_global_batch(batch, setup.mesh))
     pending.append(out)
     step += 1
