@@ -135,7 +135,7 @@ def main(argv=None) -> int:
   state, out = step(state, batch)  # compiles (one program per batch signature), then runs once
   jax.block_until_ready(out)
   first_s = time.perf_counter() - t0
-  (compiled,) = step._cache.values()  # pylint: disable=protected-access
+  (compiled,) = step.programs()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan")))

@@ -111,6 +111,9 @@ def test_step_programs_compile_once_per_signature_and_pass_errors_on():
     assert programs.get(a)() == (1,) and programs.get(b)() == (2,) and programs.get(a)() == (1,)
     with pytest.raises(RuntimeError, match="cannot compile"):
       programs.get(bad)
+    assert a in programs and bad in programs and {"x": jax.ShapeDtypeStruct((4,), np.float32)} not in programs
+    del programs._programs[compile_ahead.sharding.batch_signature(bad)]  # keep compiled() to the good ones
+    assert [p() for p in programs.compiled()[:2]] == [(1,), (2,)]
   assert sorted(calls) == [(1,), (2,), (3,)]
   direct = compile_ahead.StepPrograms(compile_fn, None)  # no pool: compiles on first use
   assert direct.get(b)() == (2,) and len(direct) == 1

@@ -31,6 +31,8 @@ CONFIG = ["--config", "configs/toy_regression.py:smoke", f"--config.train.num_st
           f"--config.train.checkpoint_every_steps={N}", "--config.mesh.data=2", "--config.mesh.fsdp=2",
           "--config.mesh.fsdp_min_size=1"]
 
+AHEAD = ["--config.train.compile_ahead=4"]
+
 # main.py, with two test hooks: the trainer's train_iterator arguments are printed, and after the checkpoint at
 # step PAUSE_AT is saved the process announces it and waits (to be SIGKILLed mid-run, like a preempted job).
 HOOKED_MAIN = textwrap.dedent("""
@@ -137,7 +139,9 @@ def test_two_processes_train_checkpoint_are_killed_and_resume_identically(tmp_pa
     procs = _launch(full, logs, "full")
     _wait(procs, logs, "full")
     # 2. The same job, SIGKILLed (both processes) once the checkpoint at step N is written ...
-    procs = _launch(part, logs, "part", hooked=True)
+    # (with compile-ahead: 4 batches read ahead, programs compiled on background threads; the checkpoint must still
+    # hold each process's iterator after the last batch trained)
+    procs = _launch(part, logs, "part", args=AHEAD, hooked=True)
     deadline = time.time() + TIMEOUT_S
     while not all(f"CHECKPOINTED {N}" in _read(logs, "part", pid) for pid in range(2)):
       dead = [pid for pid, p in enumerate(procs) if p.poll() is not None]
@@ -151,7 +155,7 @@ def test_two_processes_train_checkpoint_are_killed_and_resume_identically(tmp_pa
       assert f"ITERATOR {pid} 2 16" in _read(logs, "part", pid)
     assert max(s for s, _ in _train_events(part)) == N
     # ... and restarted with the same workdir: it resumes at N and finishes.
-    procs = _launch(part, logs, "resume")
+    procs = _launch(part, logs, "resume", args=AHEAD)
     _wait(procs, logs, "resume")
     # 3. One process evaluates the 2-process checkpoint (restored onto 1 device): the same metrics.
     procs = _launch(full, logs, "eval", args=["--mode", "eval", "--config.mesh.data=-1", "--config.mesh.fsdp=1"],

@@ -96,7 +96,7 @@ SCRIPT = textwrap.dedent("""
         grad_norms.append(float(out["grad_norm"]))
       if keep is not None:
         keep.append(jax.device_get(state))
-      (compiled,) = step._cache.values()
+      (compiled,) = step.programs()
       return {
           "devices": len(setup.mesh.devices.flat),
           "losses": losses,

@@ -1,4 +1,5 @@
-"""Training on 8 simulated CPU devices (data=2, fsdp=4) equals 1 device, and parameters really are sharded."""
+"""Training on 8 simulated CPU devices (data=2, fsdp=4; steps compiled ahead) equals 1 device, and parameters
+really are sharded."""
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ SCRIPT = textwrap.dedent("""
     c.train.num_steps = 12
     c.train.eval_every_epochs = 0
     c.mesh.data, c.mesh.fsdp, c.mesh.fsdp_min_size = data, fsdp, 1
+    c.train.compile_ahead = int(sys.argv[4])  # > 0: steps compiled ahead for the sharded abstract state/batch
     final = trainer.train_and_evaluate(c, workdir)
     setup = trainer.build(c)
     state, _, _ = checkpointing.Checkpoints(workdir).restore("latest", setup.state)
@@ -42,10 +44,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def run(data, fsdp, devices, workdir):
+def run(data, fsdp, devices, workdir, compile_ahead=0):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=ROOT,
              JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(fsdp), str(workdir)], env=env, cwd=ROOT,
+  proc = subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(fsdp), str(workdir),
+                         str(compile_ahead)], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
@@ -54,7 +57,7 @@ def run(data, fsdp, devices, workdir):
 
 def test_eight_devices_match_one(tmp_path):
   one = run(1, 1, 1, tmp_path / "one")
-  eight = run(2, 4, 8, tmp_path / "eight")
+  eight = run(2, 4, 8, tmp_path / "eight", compile_ahead=4)
   assert one["devices"] == 1 and eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-5, atol=1e-6)
   for name, value in one["params"].items():

@@ -118,6 +118,17 @@ class StepPrograms:
   def __len__(self) -> int:
     return len(self._programs)
 
+  def __contains__(self, abstract_batch: dict) -> bool:
+    """Whether a program for this batch's signature is compiled or scheduled."""
+    with self._lock:
+      return sharding.batch_signature(abstract_batch) in self._programs
+
+  def compiled(self) -> list:
+    """Every program, in order of first request (waits for scheduled compiles)."""
+    with self._lock:
+      entries = list(self._programs.values())
+    return [e.result() if isinstance(e, concurrent.futures.Future) else e for e in entries]
+
 
 def signatures_in_order(batches: Iterator[dict]) -> list[dict]:
   """The first batch of every distinct signature, in order of first appearance."""

@@ -214,11 +214,21 @@ class _Jitted:
     """Schedules the compile for a NumPy device batch's signature (no-op without a pool or if already known)."""
     self._programs.prefetch(compile_ahead.abstract_global_batch(host_batch, self._setup.mesh, process_local))
 
-  def __call__(self, state, batch):
+  def _abstract(self, batch):
     mesh = self._setup.mesh
-    abstract = jax.tree.map(
+    return jax.tree.map(
         lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, v.ndim)), batch)
-    return self._programs.get(abstract)(state, batch)
+
+  def __call__(self, state, batch):
+    return self._programs.get(self._abstract(batch))(state, batch)
+
+  def has_program(self, batch) -> bool:
+    """Whether a program for this global batch's shape is compiled (or being compiled)."""
+    return self._abstract(batch) in self._programs
+
+  def programs(self) -> list:
+    """The compiled programs (XLA ``Compiled`` objects: cost and memory analysis), in order of first use."""
+    return self._programs.compiled()
 
 
 def _prefetch_eval_programs(setup: Setup, eval_step: _Jitted, split: str, batch_size: int) -> None:
