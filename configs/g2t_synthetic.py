@@ -27,6 +27,7 @@ def get_config(arg=None):
   c.train.batch_size = 32
   c.train.num_epochs = 20
   c.train.eval_every_epochs = 5
+  c.train.compile_ahead = 32  # compile the other bucket shapes' steps while the first ones train (2 threads)
   c.optimizer.lr = 1e-3
   c.schedule.total = 20
   c.schedule.warmup = 100

@@ -16,7 +16,9 @@ from-scratch model.
 On features extracted by the two trained S2G streams (what `make demo` feeds it: `--config.data.dir=<merged
 features> --config.data.synthetic_features_preset= --config.model.init_from_g2t=<G2T run>`), dev BLEU-4 on the
 demo corpus: both streams 95.57, RGB only 93.82, keypoint only 90.66 (docs/benchmarks.md, "Fusion on the demo
-corpus with lost arm detections").
+corpus with lost arm detections"; measured with the earlier 5 x 4 feature/target buckets, which met 8 batch
+shapes instead of 2: the step compiled 8 times). `make demo`'s 6-epoch S2T with the 1 x 2 buckets: 180 s instead
+of 280 s, dev BLEU-4 54.38 (55.42 with the old buckets; docs/benchmarks.md, session 7).
 
 Variants:
   smoke: preset 'smoke' (24 training sentences), a tiny model (heads 16, mBART d 32, 1+1 layers, no dropout),
@@ -35,8 +37,10 @@ def get_config(arg=None):
   c = p14t.slt_config("workdirs/data/hypersign_synthetic_demo", tgt_lang="de_DE", src_lang="de_DGS")
   c.seed = 0
   c.data.synthetic_features_preset = "demo"
-  c.data.pipeline.update(buckets=(8, 16, 24, 32, 48), label_buckets=(16,))  # demo clips: T up to 35
-  c.data.tgt_buckets = (16, 24, 32, 48)
+  # Demo clips: T up to 35, targets up to 48 tokens. One feature bucket and two target buckets = two train and two
+  # eval programs (the earlier (8, 16, 24, 32, 48) x (16, 24, 32, 48) met 8 train shapes, a compile each).
+  c.data.pipeline.update(buckets=(36,), label_buckets=(16,))
+  c.data.tgt_buckets = (32, 48)
   c.text.vocab_size = 300
   c.model.update(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                  decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, dropout=0.1,
@@ -47,6 +51,7 @@ def get_config(arg=None):
   c.train.batch_size = 32
   c.train.num_epochs = 20
   c.train.eval_every_epochs = 5
+  c.train.compile_ahead = 32  # compile the other bucket shapes' steps while the first ones train (2 threads)
   c.model.psc.final_step = 20 * (2000 // 32)
   c.loss.update(kl_warmup_steps=300, gkl_warmup_steps=300)
   c.optimizer.lr = 1e-3

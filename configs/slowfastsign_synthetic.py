@@ -48,6 +48,7 @@ def get_config(arg=None):
   c.train.batch_size = 8
   c.train.num_epochs = 30
   c.train.log_every = 50
+  c.train.compile_ahead = 64  # compile the other bucket shapes' steps while the first ones train (2 threads)
   c.eval.batch_size = 8
   c.optimizer.lr = 1e-3
   c.schedule.milestones = (20, 25)
