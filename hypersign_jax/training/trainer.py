@@ -207,8 +207,13 @@ class _Jitted:
     else:  # outputs replicated: every process gets the whole batch's outputs (see `evaluate`)
       jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
                        out_shardings=sharding.replicated(s.mesh))
+    start = time.time()
     with jax.set_mesh(s.mesh):  # models' activation sharding hints (sharding.constrain_batch) see the mesh
-      return jitted.lower(self._state, batch).compile(compiler_options=self._options)
+      compiled = jitted.lower(self._state, batch).compile(compiler_options=self._options)
+    if jax.process_index() == 0:  # compiles take seconds to minutes: say what is being waited for
+      print(f"[compile] {'train' if self._train else 'eval'} step for {_shape_summary(batch)}: "
+            f"{time.time() - start:.1f} s", flush=True)
+    return compiled
 
   def prefetch(self, host_batch: dict, process_local: bool) -> None:
     """Schedules the compile for a NumPy device batch's signature (no-op without a pool or if already known)."""
@@ -229,6 +234,13 @@ class _Jitted:
   def programs(self) -> list:
     """The compiled programs (XLA ``Compiled`` objects: cost and memory analysis), in order of first use."""
     return self._programs.compiled()
+
+
+def _shape_summary(batch) -> str:
+  """The batch's largest array, e.g. 'video (4, 92, 28, 28, 3)' (what distinguishes one bucket's program)."""
+  path, leaf = max(jax.tree_util.tree_leaves_with_path(batch),
+                   key=lambda item: (np.prod(item[1].shape), len(item[1].shape)))
+  return f"{jax.tree_util.keystr(path, simple=True, separator='/')} {tuple(leaf.shape)}"
 
 
 def _prefetch_eval_programs(setup: Setup, eval_step: _Jitted, split: str, batch_size: int) -> None:
