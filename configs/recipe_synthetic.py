@@ -30,7 +30,10 @@ def recipe_config(dataset: str, stage_configs: dict[str, str]) -> ml_collections
   c.stages = ml_collections.ConfigDict(
       {name: dict(config=path, overrides=()) for name, path in stage_configs.items()})
   c.compare_streams = False
-  c.max_parallel = 1  # stages run side by side once their inputs are finished (recipes/stages.py)
+  # Up to this many stages run side by side once their inputs are finished (recipes/stages.py). Default 1: on 2
+  # CPU cores a second stage slows S2G-RGB's compiles about 3x (docs/benchmarks.md, "make demo end to end"), so
+  # side by side is slower than in sequence; raise it on machines with cores to spare.
+  c.max_parallel = 1
   return c
 
 
@@ -45,9 +48,6 @@ def get_config(arg=None):
   })
   c.corpus.preset = "smoke" if variant == "smoke" else "demo"
   c.corpus.workers = 1 if variant == "smoke" else 2  # render the demo corpus in 2 processes (the same records)
-  # One stage at a time: on 2 cores a second stage slows S2G-RGB's compiles (which use both cores) about 3x
-  # (docs/benchmarks.md, "make demo end to end"), so side by side is slower than in sequence.
-  c.max_parallel = 1
   if variant == "":
     # The RGB stream ends once it recognises: dev WER <= 10 % (issue target) or its 10 epochs, whichever first.
     # It trains without PFE's slow-only / fast-only auxiliary paths (training-only branches: the extracted

@@ -201,10 +201,10 @@ def _generate_in_processes(p: Preset, split: str, seed: int, res: int, with_fram
   with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
     queue: collections.deque = collections.deque()
 
-    def submit():
-      for start in starts:
+    def submit():  # the next chunk, if any is left
+      start = next(starts, None)
+      if start is not None:
         queue.append(pool.submit(_records, p, split, seed, res, with_frames, start, min(start + _CHUNK, n)))
-        return
 
     for _ in range(2 * workers):
       submit()

@@ -8,8 +8,8 @@ unchanged and none of whose inputs ran again, so re-running after an interruptio
 stages, and the unfinished one resumes from its own checkpoints (``main.py`` training resumes from its workdir). A
 changed command (e.g. an edited override) invalidates that stage and every stage that (transitively) reads it.
 
-With ``max_parallel > 1`` stages whose inputs are all finished run side by side (on a 2-core CPU one XLA process
-keeps ≈ 1.5 cores busy and a compile keeps one, so two stages overlap usefully). A failing stage stops the recipe
+With ``max_parallel > 1`` stages whose inputs are all finished run side by side (for machines with cores to spare:
+on 2 CPU cores two training stages side by side were measured slower than in sequence). A failing stage stops the recipe
 with its exit code and the tail of its log: stages still running are terminated (their checkpoints stay, so a
 re-run resumes them) and nothing new starts.
 

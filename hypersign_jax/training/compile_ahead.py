@@ -1,12 +1,11 @@
 """Compile-ahead: the trainer's step programs compiled on background threads before their first batch arrives.
 
 A length-bucketed pipeline yields batches of several shapes, and each shape is its own compiled program (seconds to
-tens of seconds each for a video model on a CPU). Compiled one after another on first use, they hold the training
-loop up; XLA compiles a program mostly on one thread, so the other cores sit idle meanwhile. Here the trainer reads
-``train.compile_ahead`` batches ahead (``Lookahead``), and ``StepPrograms`` compiles every new batch signature
-among them on ``train.compile_threads`` background threads while the loop runs the programs already compiled.
-The dev split's signatures are collected the same way (``eval_signatures``), so the first evaluation does not
-wait for its compiles either.
+tens of seconds each for a video model on a CPU). Compiled one after another on first use, each holds the training
+loop up. Here the trainer reads ``train.compile_ahead`` batches ahead (``Lookahead``), and ``StepPrograms``
+compiles every new batch signature among them on ``train.compile_threads`` background threads while the loop
+trains on the programs already compiled. The dev split is read once on a pool thread for its signatures
+(``trainer._prefetch_eval_programs``), so the first evaluation does not wait for its compiles either.
 
 Reading ahead does not change what is trained: the batches come out in the same order, and ``Lookahead``'s
 iterator state is the wrapped iterator's state after the last batch handed out (not after the last one read), so

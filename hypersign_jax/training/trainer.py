@@ -220,9 +220,8 @@ class _Jitted:
     self._programs.prefetch(compile_ahead.abstract_global_batch(host_batch, self._setup.mesh, process_local))
 
   def _abstract(self, batch):
-    mesh = self._setup.mesh
-    return jax.tree.map(
-        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, v.ndim)), batch)
+    """The abstract form of a global (device) batch: its shape is already global."""
+    return compile_ahead.abstract_global_batch(batch, self._setup.mesh, process_local=False)
 
   def __call__(self, state, batch):
     return self._programs.get(self._abstract(batch))(state, batch)
