@@ -27,6 +27,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       log_every=50,
       eval_every_steps=0,       # evaluate on dev every N steps ...
       eval_every_epochs=1,      # ... or every N epochs (used when eval_every_steps = 0)
+      eval_from_step=0,         # no dev evaluation before this step (the last step is always evaluated)
       checkpoint_every_steps=0,  # extra checkpoints between evaluations (0 = only at evaluations / the end)
       keep_checkpoints=2,
       max_bad_steps=30,         # stop after this many steps with a non-finite loss/gradient (skipped, counted)
@@ -39,6 +40,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # Costs `compile_ahead` batches of host memory; pays off with several bucket shapes and idle cores.
       compile_ahead=0,
       compile_threads=2,
+      # True: the step as two programs, the gradient (one compile per batch shape) and the optimizer update
+      # (compiled once): shorter compiles for every further shape, slower steps (trainer._SplitTrainStep).
+      split_update=False,
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -78,4 +82,5 @@ def extract_config(stream: str) -> ml_collections.ConfigDict:
       splits=("train", "dev", "test"),
       batch_size=0,                          # 0 = eval.batch_size
       checkpoint="auto",                     # 'auto' (best, else latest) | 'best' | 'latest'
+      order="length",                        # read shortest first (less padding; a split waits in memory) | 'source'
   ))

@@ -5,9 +5,11 @@
 Stages: build the synthetic 'demo' corpus -> S2G-RGB (configs/slowfastsign_synthetic.py) -> S2G-keypoint
 (configs/keypoint_s2g_synthetic.py) -> extract both streams -> merge -> G2T (configs/g2t_synthetic.py) -> S2T
 (configs/hypersign_synthetic.py, both streams, initialised from the G2T run) -> summary table (printed, and written
-to <workdir>/summary.md). The S2G-RGB stage stops early once its dev WER is <= 10 % (``train.stop_at``) and trains
+to <workdir>/summary.md). The S2G-RGB stage stops early once its dev WER is <= 8 % (``train.stop_at``) and trains
 without the PFE auxiliary paths (not the paper's training; see get_config), the keypoint stage stops at <= 6.5 %;
-G2T and S2T train 10 and 6 epochs (their configs' 20 are for the stand-alone runs). One stage runs at a time
+G2T and S2T train 10 and 6 epochs (their configs' 20 are for the stand-alone runs), each evaluated on dev once, at
+its end. Stages evaluate only when it can matter (``train.eval_from_step``) and reuse their last dev evaluation
+when it is of the best checkpoint. One stage runs at a time
 (``--config.max_parallel=N`` lets independent stages share a bigger machine). A re-run skips finished stages.
 ``--config.compare_streams=True`` adds the single-stream S2T ablations;
 ``--config.stages.<stage>.overrides="('train.num_epochs=2',)"`` passes config overrides to a stage.
@@ -49,17 +51,27 @@ def get_config(arg=None):
   c.corpus.preset = "smoke" if variant == "smoke" else "demo"
   c.corpus.workers = 1 if variant == "smoke" else 2  # render the demo corpus in 2 processes (the same records)
   if variant == "":
-    # The RGB stream ends once it recognises: dev WER <= 10 % (issue target) or its 10 epochs, whichever first.
+    # The RGB stream ends once it recognises: dev WER <= 8 % or its 10 epochs, whichever first. (The issue asks for
+    # <= 10 %, but features of a model stopped at 9.61 % gave the S2T stage only 47.6 dev BLEU-4, under its 50.)
     # It trains without PFE's slow-only / fast-only auxiliary paths (training-only branches: the extracted
     # features and the inference graph are the same): on 2 CPU cores each step costs 0.107 s instead of 0.160 and
     # each of its seven programs compiles in 17 s instead of 24, and dev WER <= 10 % comes at 391 s (step 1600,
-    # 5.97 %) instead of 536 s (step 1400, 6.77 %) (docs/benchmarks.md). Drop the last two overrides for PFE.
-    c.stages.s2g_rgb.overrides = ("train.stop_at=10.0", "model.pfe=False", "loss.slow=0.0", "loss.fast=0.0")
-    # The keypoint stream ends at dev WER <= 6.5 % (step 1000 of 1500 on the demo corpus; 5.36 % at its best step).
-    c.stages.s2g_keypoint.overrides = ("train.stop_at=6.5",)
+    # 5.97 %) instead of 536 s (step 1400, 6.77 %) (docs/benchmarks.md). Drop the overrides 2-4 for PFE.
+    # Its dev WER stays above 30 % for the first 1000 steps: it is evaluated every 100 steps from step 1000 on
+    # instead of every 200 from the start. Evaluation (and extraction) batches pad to two lengths instead of the
+    # seven training buckets: two compiled eval programs instead of six, for 18 % more padded frames per
+    # evaluation (training is unchanged). Adam at 3e-3 instead of 2e-3 reaches 9.61 % three hundred steps sooner,
+    # but the S2T stage on those features ends at 47.6 dev BLEU-4 instead of 56.3 (docs/benchmarks.md).
+    c.stages.s2g_rgb.overrides = ("train.stop_at=8.0", "model.pfe=False", "loss.slow=0.0", "loss.fast=0.0",
+                                  "train.eval_every_steps=100", "train.eval_from_step=1000",
+                                  "data.pipeline.eval_buckets=(72, 168)")
+    # The keypoint stream ends at dev WER <= 6.5 % (step 1000 of 1500 on the demo corpus; 5.36 % at its best step),
+    # evaluated every 125 steps from step 750 on.
+    c.stages.s2g_keypoint.overrides = ("train.stop_at=6.5", "train.eval_from_step=750")
     # Shorter translation stages than their configs' defaults (20 epochs each; docs/benchmarks.md has those runs):
-    # G2T 10 epochs, S2T 6 (its cosine schedule and partial-shortcut schedule shortened with it).
-    c.stages.g2t.overrides = ("train.num_epochs=10", "schedule.total=10")
-    c.stages.s2t.overrides = ("train.num_epochs=6", "schedule.total=6", "train.eval_every_epochs=3",
+    # G2T 10 epochs, S2T 6 (its cosine schedule and partial-shortcut schedule shortened with it), each evaluated on
+    # dev once, at its end (the beam search is most of an evaluation; the recipe uses their last checkpoints).
+    c.stages.g2t.overrides = ("train.num_epochs=10", "schedule.total=10", "train.eval_every_epochs=10")
+    c.stages.s2t.overrides = ("train.num_epochs=6", "schedule.total=6", "train.eval_every_epochs=6",
                               f"model.psc.final_step={6 * (2000 // 32)}")
   return c

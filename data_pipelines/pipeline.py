@@ -42,6 +42,8 @@ this runs: batches are exactly as before.
 Eval: no shuffle (with ``group_by_length`` the split is read shortest first), deterministic transform, the split
 padded with dummy samples (copies of the last sample with ``valid = 0`` and id '') to a multiple of the global batch
 size, so every sample is seen exactly once and every host runs the same number of equally shaped batches.
+``eval_buckets`` (empty = ``buckets``) pads eval batches to their own lengths: each bucket is one more compiled eval
+program, and an evaluation is a fraction of a training run's steps, so fewer eval shapes can pay for their padding.
 
 Host -> device transfer is the trainer's job; batches are dicts of NumPy arrays (``batching`` documents the keys;
 ``batching.STRING_KEYS`` are object arrays of str to drop before ``device_put``).
@@ -69,7 +71,7 @@ from data_pipelines.transforms import video as video_lib
 
 KINDS = batching.KINDS
 PIPELINE_DEFAULTS = dict(batch_size=8, read_threads=1, prefetch_batches=2, worker_processes=0, streams=None,
-                         group_by_length=0, sortagrad_epochs=0)
+                         group_by_length=0, sortagrad_epochs=0, eval_buckets=())
 
 
 def default_config(kind: str = "video") -> ml_collections.ConfigDict:
@@ -361,6 +363,18 @@ class EvalBatches:
     return iter(self._dataset)
 
 
+class _Overlay:
+  """A read-only config view: ``overrides`` first, then ``config`` (what ``cfg_get`` reads)."""
+
+  def __init__(self, config: Any, **overrides):
+    self._config, self._overrides = config, overrides
+
+  def get(self, name: str, default: Any = None) -> Any:
+    if name in self._overrides:
+      return self._overrides[name]
+    return cfg_get(self._config, name, default)
+
+
 def make_eval_batches(source, kind: str, config: Any, process_index: int = 0, process_count: int = 1,
                       vocab: Any = None, stats: PipelineStats | None = None) -> EvalBatches:
   """Deterministic eval batches covering every sample exactly once (last batch padded, ``valid`` = 0)."""
@@ -372,7 +386,8 @@ def make_eval_batches(source, kind: str, config: Any, process_index: int = 0, pr
   padded = -(-n // global_bs) * global_bs
   stats = stats if stats is not None else PipelineStats()
   transform = SampleTransform(kind, config, train=False, vocab=vocab, stats=stats)
-  collate = batching.Collator(kind, config, stats)
+  eval_buckets = cfg_get(config, "eval_buckets", None)
+  collate = batching.Collator(kind, _Overlay(config, buckets=tuple(eval_buckets)) if eval_buckets else config, stats)
   padded_source = _PaddedSource(source, padded - n)
   index = LengthIndex(padded_source, kind, cfg_get(config, "streams", None), vocab)  # lazy: read when used
   order = None

@@ -7,9 +7,13 @@ project, the RGB SlowFastSign model (task ``cslr``) or the keypoint model (task 
 1. the task is built from the config and the workdir's checkpoint restored: ``extract.checkpoint`` = 'auto' (the
    best checkpoint, else the latest), 'best' or 'latest';
 2. every split of ``extract.splits`` runs through the task's eval pipeline (no augmentation, every sample once,
-   in the source's order (a config's ``data.pipeline.group_by_length`` is turned off here), batches of
-   ``extract.batch_size`` or ``eval.batch_size``) and the task's jitted ``feature_fn`` (the main path's BiLSTM
-   output and its lengths, at the temporal-conv rate: T' = ceil(frames/4));
+   batches of ``extract.batch_size`` or ``eval.batch_size``) and the task's jitted ``feature_fn`` (the main path's
+   BiLSTM output and its lengths, at the temporal-conv rate: T' = ceil(frames/4)). ``extract.order`` = 'length'
+   (default) reads each split shortest clip first (``data.pipeline.group_by_length`` turned on): batches of
+   similar lengths pad less (the demo corpus' RGB extraction computes about half the frames of source order) and
+   need fewer bucket shapes, but the split's features wait in host memory until the records before them in the
+   source are done (about N x T' x D x 4 bytes: 0.85 GB for PHOENIX-2014-T train at D = 1024); 'source' reads in
+   the source's order and writes each record at once. The output is in the source's order either way;
 3. each sample becomes a record with the source's ``id`` / ``split`` / ``signer`` / ``gloss`` / ``text`` (and
    ``num_frames``, ``frame_size``, ``dataset``) and ``features`` = {``extract.stream``: float32 (T', D)} cut to the
    sample's valid length (D = the model's hidden size); the lengths are checked against the pipeline's
@@ -41,6 +45,7 @@ from hypersign_jax.training import checkpointing, sharding, trainer
 from hypersign_jax.training import logging as train_logging
 
 CHECKPOINTS = ("auto", "best", "latest")
+ORDERS = ("length", "source")
 
 
 def _settings(config, workdir: str, out: str | None, stream: str | None, splits: Sequence[str] | None):
@@ -55,7 +60,10 @@ def _settings(config, workdir: str, out: str | None, stream: str | None, splits:
   which = get("checkpoint", "auto")
   if which not in CHECKPOINTS:
     raise ValueError(f"config key 'extract.checkpoint' = {which!r}: expected one of {CHECKPOINTS}")
-  return out, stream, splits, batch_size, which
+  order = get("order", "length")
+  if order not in ORDERS:
+    raise ValueError(f"config key 'extract.order' = {order!r}: expected one of {ORDERS}")
+  return out, stream, splits, batch_size, which, order
 
 
 def restore(config, workdir: str, task: task_base.Task, which: str = "auto") -> tuple[trainer.Setup, dict, str,
@@ -93,17 +101,16 @@ def make_feature_step(setup: trainer.Setup):
   return jax.jit(step)
 
 
-def _grouped(config) -> bool:
+def _reading_order(config, order: str):
+  """``config`` with its eval pipeline reading shortest first ('length') or in source order ('source')."""
   pipe = config.get("data", {}).get("pipeline", None)
-  return pipe is not None and pipeline.group_by_length(pipe) > 0
-
-
-def _in_source_order(config):
-  """``config`` with length-grouped eval reading turned off (the output must follow the source's record order)."""
-  if not _grouped(config):
+  if pipe is None:
+    return config
+  grouped = pipeline.group_by_length(pipe) > 0
+  if grouped == (order == "length"):
     return config
   config = config.copy_and_resolve_references()
-  config.data.pipeline.group_by_length = 0
+  config.data.pipeline.group_by_length = 1 if order == "length" else 0
   return config
 
 
@@ -116,13 +123,10 @@ def extract_features(config, workdir: str, *, out: str | None = None, stream: st
   if jax.process_count() > 1:
     raise RuntimeError("--mode extract runs in a single process (it uses all local devices); launch it without "
                        "multi-process initialisation")
-  out, stream, splits, batch_size, which = _settings(config, workdir, out, stream, splits)
-  if task is None:
-    config = _in_source_order(config)
+  out, stream, splits, batch_size, which, order = _settings(config, workdir, out, stream, splits)
+  if task is None:  # (a given task reads in its own config's order; the output is in source order either way)
+    config = _reading_order(config, order)
     task = task_base.get_task(config.task)(config)
-  elif _grouped(task.config):
-    raise ValueError("the task's eval pipeline reads splits grouped by length (data.pipeline.group_by_length); "
-                     "extraction writes records in source order: pass a task built with group_by_length=0")
   if not hasattr(task, "feature_fn"):
     raise ValueError(f"task {config.task!r} has no feature extraction (feature_fn); --mode extract needs a "
                      "sign-to-gloss task ('cslr' or 'keypoint_s2g')")
@@ -136,8 +140,10 @@ def extract_features(config, workdir: str, *, out: str | None = None, stream: st
   width = int(task.feature_size())
 
   def records(split: str):
+    """The split's feature records in source order: a batch's rows wait in ``ready`` until every record before
+    them in the source is written (at once when the pipeline reads in source order)."""
     source = task.source(split)
-    index = 0
+    index, ready, seen = 0, {}, set()
     for batch in task.eval_batches(split, batch_size):
       device_part, _ = sharding.split_host_fields(batch)
       result = jax.device_get(feature_step(state, sharding.make_global_batch(device_part, setup.mesh)))
@@ -148,20 +154,29 @@ def extract_features(config, workdir: str, *, out: str | None = None, stream: st
       for row, valid in enumerate(np.asarray(batch["valid"]) > 0):
         if not valid:
           continue
-        record = source[index]
-        if str(record["id"]) != str(batch["id"][row]):
-          raise RuntimeError(f"split {split!r}: eval batch row {row} holds sample {batch['id'][row]!r} but source "
-                             f"record {index} is {record['id']!r} (the eval pipeline must keep the source order)")
+        sample_id = str(batch["id"][row])
+        if sample_id in seen:
+          raise RuntimeError(f"split {split!r}: sample id {sample_id!r} occurs twice (extraction needs unique ids)")
+        seen.add(sample_id)
         n = int(lengths[row])
         if expected is not None and n != int(expected[row]):
-          raise RuntimeError(f"sample {record['id']!r}: the model's output length {n} differs from the pipeline's "
+          raise RuntimeError(f"sample {sample_id!r}: the model's output length {n} differs from the pipeline's "
                              f"feat_length {int(expected[row])}")
         if not 0 < n <= features.shape[1]:
-          raise RuntimeError(f"sample {record['id']!r}: output length {n} outside (0, {features.shape[1]}]")
+          raise RuntimeError(f"sample {sample_id!r}: output length {n} outside (0, {features.shape[1]}]")
+        ready[sample_id] = features[row, :n].copy()  # a copy: the batch array is not kept alive
+      while index < len(source) and ready:
+        record = source[index]
+        found = ready.pop(str(record["id"]), None)
+        if found is None:
+          break
         index += 1
-        yield merge_features.feature_record(record, {stream: features[row, :n]})
-    if index != len(source):
-      raise RuntimeError(f"split {split!r}: extracted {index} of {len(source)} samples")
+        yield merge_features.feature_record(record, {stream: found})
+    if index != len(source) or ready:
+      missing = str(source[index]["id"]) if index < len(source) else None
+      raise RuntimeError(f"split {split!r}: extracted {index} of {len(source)} samples in source order (first "
+                         f"missing: {missing!r}; {len(ready)} computed for ids not reached: "
+                         f"{sorted(ready)[:3]})")
 
   def bar(split, total):
     return train_logging.progress(total, desc=f"extract {split}", enabled=progress).update

@@ -189,18 +189,30 @@ def test_extract_cli_without_checkpoint_is_a_one_line_error(tmp_path, runs):
   assert not os.path.exists(tmp_path / "empty" / "checkpoints")
 
 
-def test_length_grouped_config_still_extracts_in_source_order(tmp_path, runs):
+def test_either_reading_order_extracts_the_same_records_in_source_order(tmp_path, runs):
   cfg, task, summary = runs["kp"]
+  for order, group in (("source", 2), ("length", 0)):  # the extraction's order wins over the pipeline's setting
+    c = cfg.copy_and_resolve_references()
+    c.data.pipeline.group_by_length = group
+    c.extract.order = order
+    out = str(tmp_path / order)
+    again = extraction.extract_features(c, str(runs["tmp"] / "kp"), out=out, splits=("dev",), progress=False)
+    assert c.data.pipeline.group_by_length == group  # the caller's config is left alone
+    first, second = (array_record_io.RecordSource(d, "dev") for d in (summary["out"], again["out"]))
+    assert len(first) == len(second) > 0
+    for i in range(len(first)):
+      assert second[i]["id"] == first[i]["id"]
+      np.testing.assert_allclose(second[i]["features"]["keypoint"], first[i]["features"]["keypoint"], atol=1e-6)
+  # A task that reads shortest first (built by the caller) gives the source order too.
   grouped = cfg.copy_and_resolve_references()
-  grouped.data.pipeline.group_by_length = 2  # eval splits would be read shortest first
-  out = str(tmp_path / "grouped")
-  again = extraction.extract_features(grouped, str(runs["tmp"] / "kp"), out=out, splits=("dev",), progress=False)
-  assert grouped.data.pipeline.group_by_length == 2  # the caller's config is left alone
-  first, second = (array_record_io.RecordSource(d, "dev") for d in (summary["out"], again["out"]))
-  assert len(first) == len(second) > 0
-  for i in range(len(first)):
-    assert second[i]["id"] == first[i]["id"]
-    np.testing.assert_allclose(second[i]["features"]["keypoint"], first[i]["features"]["keypoint"], atol=1e-6)
-  with pytest.raises(ValueError, match="group_by_length"):
+  grouped.data.pipeline.group_by_length = 2
+  out = str(tmp_path / "task")
+  again = extraction.extract_features(grouped, str(runs["tmp"] / "kp"), out=out, splits=("dev",),
+                                      task=keypoint_s2g.KeypointS2GTask(grouped), progress=False)
+  ids = [array_record_io.RecordSource(d, "dev")[i]["id"] for d in (summary["out"], out)
+         for i in range(len(array_record_io.RecordSource(d, "dev")))]
+  assert ids[:len(ids) // 2] == ids[len(ids) // 2:]
+  grouped.extract.order = "random"
+  with pytest.raises(ValueError, match="extract.order"):
     extraction.extract_features(grouped, str(runs["tmp"] / "kp"), out=str(tmp_path / "x"), splits=("dev",),
-                                task=keypoint_s2g.KeypointS2GTask(grouped), progress=False)
+                                progress=False)

@@ -236,3 +236,20 @@ def test_length_grouped_eval_reads_shortest_first_and_covers_every_sample_once()
   per_host = [list(pipeline.make_eval_batches(records, "features", cfg, process_index=p, process_count=2,
                                               vocab=_Vocab())) for p in range(2)]
   assert sorted(i for h in per_host for b in h for i, v in zip(b["id"], b["valid"]) if v) == sorted(length)
+
+
+def test_eval_buckets_pad_eval_batches_and_leave_training_alone():
+  records = _feature_records(21, seed=5)
+  cfg = _cfg(buckets=[8, 12, 16, 20], eval_buckets=[20], group_by_length=8)
+  evals = list(pipeline.make_eval_batches(records, "features", cfg, vocab=_Vocab()))
+  assert {b["features"]["kp"].shape[1] for b in evals} == {20}
+  default = list(pipeline.make_eval_batches(records, "features", _cfg(buckets=[8, 12, 16, 20], group_by_length=8),
+                                            vocab=_Vocab()))
+  assert len({b["features"]["kp"].shape[1] for b in default}) > 1
+  for a, b in zip(evals, default):  # the same rows and values, only padded further
+    assert list(a["id"]) == list(b["id"])
+    t = b["features"]["kp"].shape[1]
+    np.testing.assert_array_equal(a["features"]["kp"][:, :t], b["features"]["kp"])
+  train = pipeline.make_train_iterator(records, "features", cfg, seed=0)
+  shapes = {next(train)["features"]["kp"].shape[1] for _ in range(12)}
+  assert shapes <= {8, 12, 16, 20} and len(shapes) > 1

@@ -140,3 +140,43 @@ def test_early_stop_at_target_and_on_patience(tmp_path):
   assert trainer.early_stop_reason(small_config(stop_at=0.6).train, meta, 10, 5, "max") is None
   with pytest.raises(ValueError, match="early_stop_evals"):
     trainer.early_stop_reason(small_config(early_stop_evals=-1).train, meta, 10, 5, "min")
+
+
+def test_eval_from_step_and_reused_final_dev_evaluation(tmp_path, monkeypatch):
+  calls = []
+  real = trainer.evaluate
+
+  def counting(setup, eval_step, state, split, *args):
+    calls.append(split)
+    return real(setup, eval_step, state, split, *args)
+
+  monkeypatch.setattr(trainer, "evaluate", counting)
+  c = small_config(num_steps=30, eval_every_steps=5, eval_from_step=20)
+  final = trainer.train_and_evaluate(c, str(tmp_path))
+  dev = {e["step"]: e["mse"] for e in train_logging.read_metrics(str(tmp_path)) if e["split"] == "dev"}
+  assert sorted(dev) == [20, 25, 30]  # none before train.eval_from_step; the last step always
+  best = checkpointing.Checkpoints(str(tmp_path)).best_step()
+  assert best == min(dev, key=dev.get)
+  # The final dev metrics are those of the best checkpoint, computed again only when it is not the last evaluated.
+  assert calls.count("dev") == 3 + (best != 30) and calls.count("test") == 1
+  assert final["dev"]["mse"] == dev[best]
+  again = trainer.evaluate_checkpoint(c, str(tmp_path))
+  assert again["dev"]["mse"] == pytest.approx(final["dev"]["mse"], rel=1e-6)
+  with pytest.raises(ValueError, match="eval_from_step"):
+    trainer.train_and_evaluate(small_config(num_steps=2, eval_from_step=-1), str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("compile_ahead", [0, 2])
+def test_split_update_step_trains_like_the_single_program(tmp_path, compile_ahead):
+  runs = {}
+  for split in (True, False):
+    d = str(tmp_path / f"split{split}")
+    c = small_config(num_steps=15, eval_every_steps=5, split_update=split, compile_ahead=compile_ahead)
+    final = trainer.train_and_evaluate(c, d)
+    runs[split] = (train_losses(d), final_params(c, d), final)
+  (la, pa, fa), (lb, pb, fb) = runs[True], runs[False]
+  assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 16))
+  np.testing.assert_allclose([l for _, l in la], [l for _, l in lb], rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  assert fa["dev"]["mse"] == pytest.approx(fb["dev"]["mse"], rel=1e-4)

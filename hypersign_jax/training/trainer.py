@@ -22,6 +22,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -134,11 +135,12 @@ def _model_from_state(graphdef, state, step):
 # ---------------------------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------------------------
-def make_train_step(setup: Setup, accum: int):
-  task, tx, graphdef = setup.task, setup.tx, setup.graphdef_train
-  lr_fn = setup.schedules["default"]
+def make_grad_step(setup: Setup):
+  """(state, batch) -> (gradients, new model state (BatchNorm statistics), loss, metrics): the part of a training
+  step that depends on the batch's shape (one compile per bucket)."""
+  task, graphdef = setup.task, setup.graphdef_train
 
-  def train_step(state, batch):
+  def grad_step(state, batch):
     step = state["step"]
 
     def loss_of(params):
@@ -148,6 +150,19 @@ def make_train_step(setup: Setup, accum: int):
       return loss.astype(jnp.float32), (metrics, new_model_state)
 
     (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
+    return grads, new_model_state, loss, metrics
+
+  return grad_step
+
+
+def make_update_step(setup: Setup, accum: int):
+  """(state, gradients, new model state, loss) -> (new state, {loss, grad_norm, lr, bad_step}): the optimizer
+  update and the bad-step guard, the same program for every batch shape."""
+  tx = setup.tx
+  lr_fn = setup.schedules["default"]
+
+  def update_step(state, grads, new_model_state, loss):
+    step = state["step"]
     updates, new_opt_state = tx.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
     grad_norm = optax.tree.norm(grads)
@@ -163,9 +178,21 @@ def make_train_step(setup: Setup, accum: int):
         "opt_state": keep(new_opt_state, state["opt_state"]),
         "step": step + 1,
     }
-    out = {"loss": loss, "grad_norm": grad_norm, "lr": lr_fn(step // accum),
-           "bad_step": (~ok).astype(jnp.int32), **metrics}
-    return new_state, out
+    return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": lr_fn(step // accum),
+                       "bad_step": (~ok).astype(jnp.int32)}
+
+  return update_step
+
+
+def make_train_step(setup: Setup, accum: int):
+  """(state, batch) -> (new state, outputs): gradient and update in one program (``train.split_update=False``;
+  the benchmarks' and memory analyses' step)."""
+  grad_step, update_step = make_grad_step(setup), make_update_step(setup, accum)
+
+  def train_step(state, batch):
+    grads, new_model_state, loss, metrics = grad_step(state, batch)
+    new_state, out = update_step(state, grads, new_model_state, loss)
+    return new_state, {**out, **metrics}
 
   return train_step
 
@@ -192,8 +219,8 @@ class _Jitted:
   """
 
   def __init__(self, fn, setup: Setup, train: bool, fast_compile: bool = False,
-               pool: concurrent.futures.Executor | None = None):
-    self._fn, self._setup, self._train = fn, setup, train
+               pool: concurrent.futures.Executor | None = None, grad: bool = False):
+    self._fn, self._setup, self._train, self._grad = fn, setup, train, grad
     self._options = FAST_COMPILE_OPTIONS if fast_compile else None
     self._state = compile_ahead.abstract_state(setup.state, setup.state_shardings)
     self._programs = compile_ahead.StepPrograms(self._compile, pool)
@@ -201,7 +228,12 @@ class _Jitted:
   def _compile(self, batch):
     s = self._setup
     batch_sh = jax.tree.map(lambda v: v.sharding, batch)
-    if self._train:
+    if self._grad:  # make_grad_step: the state is read again by the update program (not donated)
+      replicated = sharding.replicated(s.mesh)
+      jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
+                       out_shardings=(s.state_shardings["params"], s.state_shardings["model_state"], replicated,
+                                      replicated))
+    elif self._train:
       jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
                        out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
     else:  # outputs replicated: every process gets the whole batch's outputs (see `evaluate`)
@@ -211,7 +243,7 @@ class _Jitted:
     with jax.set_mesh(s.mesh):  # models' activation sharding hints (sharding.constrain_batch) see the mesh
       compiled = jitted.lower(self._state, batch).compile(compiler_options=self._options)
     if jax.process_index() == 0:  # compiles take seconds to minutes: say what is being waited for
-      print(f"[compile] {'train' if self._train else 'eval'} step for {_shape_summary(batch)}: "
+      print(f"[compile] {'train' if self._train or self._grad else 'eval'} step for {_shape_summary(batch)}: "
             f"{time.time() - start:.1f} s", flush=True)
     return compiled
 
@@ -233,6 +265,65 @@ class _Jitted:
   def programs(self) -> list:
     """The compiled programs (XLA ``Compiled`` objects: cost and memory analysis), in order of first use."""
     return self._programs.compiled()
+
+
+class _SplitTrainStep:
+  """The training step as two programs (``train.split_update=True``): the gradient, compiled per batch shape like
+  ``_Jitted``, and the optimizer update, compiled once (its inputs do not depend on the batch).
+
+  The same computation as ``make_train_step``'s single program, but each further bucket shape compiles only the
+  gradient. The update is no longer fused into the backward pass, so each step costs more: for the demo's
+  SlowFastSign step (no PFE, T = 92) on 2 CPU cores 12.4 s + 4.4 s once instead of 17.3 s per shape, and 0.131 s
+  instead of 0.110 s per step (docs/benchmarks.md). It pays off with many shapes and few steps.
+  The gradient program does not donate the state (the update reads it); the update donates it, so the state is
+  still updated in place.
+  """
+
+  def __init__(self, setup: Setup, accum: int, fast_compile: bool = False,
+               pool: concurrent.futures.Executor | None = None):
+    self._setup = setup
+    self._grad = _Jitted(make_grad_step(setup), setup, train=True, fast_compile=fast_compile, pool=pool, grad=True)
+    self._options = FAST_COMPILE_OPTIONS if fast_compile else None
+    self._update_fn = make_update_step(setup, accum)
+    self._lock = threading.Lock()
+    self._update = None
+    self._future = pool.submit(self._compile_update) if pool is not None else None
+
+  def _compile_update(self):
+    with self._lock:
+      if self._update is None:
+        s = self._setup
+        replicated = sharding.replicated(s.mesh)
+        jitted = jax.jit(self._update_fn,
+                         in_shardings=(s.state_shardings, s.state_shardings["params"], s.state_shardings["model_state"],
+                                       replicated),
+                         out_shardings=(s.state_shardings, replicated), donate_argnums=(0,))
+        state = self._grad._state  # pylint: disable=protected-access
+        loss = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
+        start = time.time()
+        with jax.set_mesh(s.mesh):
+          self._update = jitted.lower(state, state["params"], state["model_state"], loss).compile(
+              compiler_options=self._options)
+        if jax.process_index() == 0:
+          print(f"[compile] update step (optimizer, same for every batch shape): {time.time() - start:.1f} s",
+                flush=True)
+      return self._update
+
+  def prefetch(self, host_batch: dict, process_local: bool) -> None:
+    self._grad.prefetch(host_batch, process_local)
+
+  def has_program(self, batch) -> bool:
+    return self._grad.has_program(batch)
+
+  def __call__(self, state, batch):
+    grads, new_model_state, loss, metrics = self._grad(state, batch)
+    update = self._future.result() if self._future is not None else self._compile_update()
+    new_state, out = update(state, grads, new_model_state, loss)
+    return new_state, {**out, **metrics}
+
+  def programs(self) -> list:
+    """The gradient programs in order of first use, then the update program (once compiled)."""
+    return self._grad.programs() + ([self._update] if self._update is not None else [])
 
 
 def _shape_summary(batch) -> str:
@@ -359,7 +450,10 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
     if threads < 1:
       raise ValueError(f"train.compile_threads must be >= 1 with train.compile_ahead > 0, got {threads}")
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="compile")
-  train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast, pool=pool)
+  if tcfg.get("split_update", False):
+    train_step = _SplitTrainStep(setup, accum, fast_compile=fast, pool=pool)
+  else:
+    train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast, pool=pool)
   eval_step = _Jitted(make_eval_step(setup), setup, train=False, fast_compile=fast, pool=pool)
   try:
     if pool is not None:
@@ -391,7 +485,11 @@ def _loop(config, workdir, setup: Setup, state, start: int, meta: dict, train_it
   metric_key = task.best_metric
 
   eval_every = tcfg.eval_every_steps or (tcfg.eval_every_epochs * setup.steps_per_epoch)
+  eval_from = int(tcfg.get("eval_from_step", 0) or 0)
+  if eval_from < 0:
+    raise ValueError(f"train.eval_from_step must be >= 0, got {eval_from}")
   ckpt_every = tcfg.checkpoint_every_steps
+  last_dev = None  # (step, metrics) of the latest dev evaluation of this run
   bar = train_logging.progress(setup.num_steps, initial=start, desc="train", enabled=is_main)
   pending: list[dict] = []
   t0 = time.time()
@@ -422,12 +520,13 @@ def _loop(config, workdir, setup: Setup, state, start: int, meta: dict, train_it
         raise TrainingDiverged(
             f"{meta['bad_steps']} steps had a non-finite loss or gradient (limit train.max_bad_steps="
             f"{tcfg.max_bad_steps}); last logged loss {summary['loss']}. Lower the learning rate or check the data.")
-    do_eval = (eval_every > 0 and step % eval_every == 0) or last
+    do_eval = (eval_every > 0 and step % eval_every == 0 and step >= eval_from) or last
     if do_eval or (ckpt_every > 0 and step % ckpt_every == 0):
       is_best = False
       if do_eval:
         metrics = evaluate(setup, eval_step, state, "dev", config.eval.batch_size, workdir)
         logger.write(step, "dev", metrics)
+        last_dev = (step, metrics)
         if metric_key not in metrics:
           raise KeyError(f"eval.metric={metric_key!r} is not among the dev metrics {sorted(metrics)}")
         if _is_better(metrics[metric_key], meta["best"], task.best_mode):
@@ -444,7 +543,12 @@ def _loop(config, workdir, setup: Setup, state, start: int, meta: dict, train_it
   if ckpts.best_step() is not None:
     state, _, best_step = ckpts.restore("best", state)
     for split in config.eval.final_splits:
-      metrics = evaluate(setup, eval_step, state, split, config.eval.batch_size, workdir)
+      if split == "dev" and last_dev is not None and last_dev[0] == best_step:
+        # The best checkpoint is the state this run evaluated last: the same program on the same parameters and
+        # data gives the same metrics (and has already written the same hypothesis files), so reuse them.
+        metrics = last_dev[1]
+      else:
+        metrics = evaluate(setup, eval_step, state, split, config.eval.batch_size, workdir)
       logger.write(best_step, f"final/{split}", metrics)
       final[split] = metrics
     if is_main:
