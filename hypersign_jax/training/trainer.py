@@ -1,12 +1,14 @@
 """The one generic training loop, used by every task.
 
 Sections, top to bottom: build (mesh, model, optimizer, shardings) -> the jitted train and eval steps -> restore
--> the loop (log, evaluate, checkpoint, stop on repeated non-finite losses or early: a dev target reached or no new
-best for a number of evaluations) -> final evaluation of the best checkpoint.
+-> the loop (log, evaluate from ``train.eval_from_step`` on, checkpoint, stop on repeated non-finite losses or
+early: a dev target reached or no new best for a number of evaluations) -> final evaluation of the best checkpoint
+(its dev metrics reused when it is the state the loop evaluated last).
 
 Design (ARCHITECTURE.md §3): Flax NNX modules are split into pure state (``nnx.split``); the train step is a plain
 function of (state, batch) compiled once per batch shape with ``jax.jit``, explicit ``in_shardings`` /
-``out_shardings`` over a ('data', 'fsdp') mesh and donation of the old state. Dropout keys are derived from the
+``out_shardings`` over a ('data', 'fsdp') mesh and donation of the old state (``train.split_update``: a gradient
+program per shape and one update program). Dropout keys are derived from the
 run's base keys and the step number (``fold_in``), so a resumed run draws exactly the masks an uninterrupted one
 would.
 
