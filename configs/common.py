@@ -40,9 +40,6 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # Costs `compile_ahead` batches of host memory; pays off with several bucket shapes and idle cores.
       compile_ahead=0,
       compile_threads=2,
-      # True: the step as two programs, the gradient (one compile per batch shape) and the optimizer update
-      # (compiled once): shorter compiles for every further shape, slower steps (trainer._SplitTrainStep).
-      split_update=False,
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -144,6 +144,7 @@ def extract_features(config, workdir: str, *, out: str | None = None, stream: st
     them in the source is written (at once when the pipeline reads in source order)."""
     source = task.source(split)
     index, ready, seen = 0, {}, set()
+    waiting = None  # source[index], read once while its features are not computed yet
     for batch in task.eval_batches(split, batch_size):
       device_part, _ = sharding.split_host_fields(batch)
       result = jax.device_get(feature_step(state, sharding.make_global_batch(device_part, setup.mesh)))
@@ -166,11 +167,11 @@ def extract_features(config, workdir: str, *, out: str | None = None, stream: st
           raise RuntimeError(f"sample {sample_id!r}: output length {n} outside (0, {features.shape[1]}]")
         ready[sample_id] = features[row, :n].copy()  # a copy: the batch array is not kept alive
       while index < len(source) and ready:
-        record = source[index]
-        found = ready.pop(str(record["id"]), None)
+        waiting = source[index] if waiting is None else waiting
+        found = ready.pop(str(waiting["id"]), None)
         if found is None:
           break
-        index += 1
+        record, waiting, index = waiting, None, index + 1
         yield merge_features.feature_record(record, {stream: found})
     if index != len(source) or ready:
       missing = str(source[index]["id"]) if index < len(source) else None

@@ -165,18 +165,3 @@ def test_eval_from_step_and_reused_final_dev_evaluation(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="eval_from_step"):
     trainer.train_and_evaluate(small_config(num_steps=2, eval_from_step=-1), str(tmp_path / "bad"))
 
-
-@pytest.mark.parametrize("compile_ahead", [0, 2])
-def test_split_update_step_trains_like_the_single_program(tmp_path, compile_ahead):
-  runs = {}
-  for split in (True, False):
-    d = str(tmp_path / f"split{split}")
-    c = small_config(num_steps=15, eval_every_steps=5, split_update=split, compile_ahead=compile_ahead)
-    final = trainer.train_and_evaluate(c, d)
-    runs[split] = (train_losses(d), final_params(c, d), final)
-  (la, pa, fa), (lb, pb, fb) = runs[True], runs[False]
-  assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 16))
-  np.testing.assert_allclose([l for _, l in la], [l for _, l in lb], rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
-  assert fa["dev"]["mse"] == pytest.approx(fb["dev"]["mse"], rel=1e-4)

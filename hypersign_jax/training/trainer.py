@@ -7,8 +7,7 @@ early: a dev target reached or no new best for a number of evaluations) -> final
 
 Design (ARCHITECTURE.md §3): Flax NNX modules are split into pure state (``nnx.split``); the train step is a plain
 function of (state, batch) compiled once per batch shape with ``jax.jit``, explicit ``in_shardings`` /
-``out_shardings`` over a ('data', 'fsdp') mesh and donation of the old state (``train.split_update``: a gradient
-program per shape and one update program). Dropout keys are derived from the
+``out_shardings`` over a ('data', 'fsdp') mesh and donation of the old state. Dropout keys are derived from the
 run's base keys and the step number (``fold_in``), so a resumed run draws exactly the masks an uninterrupted one
 would.
 
@@ -24,7 +23,6 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import threading
 import time
 from typing import Any
 
@@ -137,12 +135,11 @@ def _model_from_state(graphdef, state, step):
 # ---------------------------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------------------------
-def make_grad_step(setup: Setup):
-  """(state, batch) -> (gradients, new model state (BatchNorm statistics), loss, metrics): the part of a training
-  step that depends on the batch's shape (one compile per bucket)."""
-  task, graphdef = setup.task, setup.graphdef_train
+def make_train_step(setup: Setup, accum: int):
+  task, tx, graphdef = setup.task, setup.tx, setup.graphdef_train
+  lr_fn = setup.schedules["default"]
 
-  def grad_step(state, batch):
+  def train_step(state, batch):
     step = state["step"]
 
     def loss_of(params):
@@ -152,19 +149,6 @@ def make_grad_step(setup: Setup):
       return loss.astype(jnp.float32), (metrics, new_model_state)
 
     (loss, (metrics, new_model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
-    return grads, new_model_state, loss, metrics
-
-  return grad_step
-
-
-def make_update_step(setup: Setup, accum: int):
-  """(state, gradients, new model state, loss) -> (new state, {loss, grad_norm, lr, bad_step}): the optimizer
-  update and the bad-step guard, the same program for every batch shape."""
-  tx = setup.tx
-  lr_fn = setup.schedules["default"]
-
-  def update_step(state, grads, new_model_state, loss):
-    step = state["step"]
     updates, new_opt_state = tx.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
     grad_norm = optax.tree.norm(grads)
@@ -180,21 +164,9 @@ def make_update_step(setup: Setup, accum: int):
         "opt_state": keep(new_opt_state, state["opt_state"]),
         "step": step + 1,
     }
-    return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": lr_fn(step // accum),
-                       "bad_step": (~ok).astype(jnp.int32)}
-
-  return update_step
-
-
-def make_train_step(setup: Setup, accum: int):
-  """(state, batch) -> (new state, outputs): gradient and update in one program (``train.split_update=False``;
-  the benchmarks' and memory analyses' step)."""
-  grad_step, update_step = make_grad_step(setup), make_update_step(setup, accum)
-
-  def train_step(state, batch):
-    grads, new_model_state, loss, metrics = grad_step(state, batch)
-    new_state, out = update_step(state, grads, new_model_state, loss)
-    return new_state, {**out, **metrics}
+    out = {"loss": loss, "grad_norm": grad_norm, "lr": lr_fn(step // accum),
+           "bad_step": (~ok).astype(jnp.int32), **metrics}
+    return new_state, out
 
   return train_step
 
@@ -221,8 +193,8 @@ class _Jitted:
   """
 
   def __init__(self, fn, setup: Setup, train: bool, fast_compile: bool = False,
-               pool: concurrent.futures.Executor | None = None, grad: bool = False):
-    self._fn, self._setup, self._train, self._grad = fn, setup, train, grad
+               pool: concurrent.futures.Executor | None = None):
+    self._fn, self._setup, self._train = fn, setup, train
     self._options = FAST_COMPILE_OPTIONS if fast_compile else None
     self._state = compile_ahead.abstract_state(setup.state, setup.state_shardings)
     self._programs = compile_ahead.StepPrograms(self._compile, pool)
@@ -230,12 +202,7 @@ class _Jitted:
   def _compile(self, batch):
     s = self._setup
     batch_sh = jax.tree.map(lambda v: v.sharding, batch)
-    if self._grad:  # make_grad_step: the state is read again by the update program (not donated)
-      replicated = sharding.replicated(s.mesh)
-      jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
-                       out_shardings=(s.state_shardings["params"], s.state_shardings["model_state"], replicated,
-                                      replicated))
-    elif self._train:
+    if self._train:
       jitted = jax.jit(self._fn, in_shardings=(s.state_shardings, batch_sh),
                        out_shardings=(s.state_shardings, sharding.replicated(s.mesh)), donate_argnums=(0,))
     else:  # outputs replicated: every process gets the whole batch's outputs (see `evaluate`)
@@ -245,7 +212,7 @@ class _Jitted:
     with jax.set_mesh(s.mesh):  # models' activation sharding hints (sharding.constrain_batch) see the mesh
       compiled = jitted.lower(self._state, batch).compile(compiler_options=self._options)
     if jax.process_index() == 0:  # compiles take seconds to minutes: say what is being waited for
-      print(f"[compile] {'train' if self._train or self._grad else 'eval'} step for {_shape_summary(batch)}: "
+      print(f"[compile] {'train' if self._train else 'eval'} step for {_shape_summary(batch)}: "
             f"{time.time() - start:.1f} s", flush=True)
     return compiled
 
@@ -267,65 +234,6 @@ class _Jitted:
   def programs(self) -> list:
     """The compiled programs (XLA ``Compiled`` objects: cost and memory analysis), in order of first use."""
     return self._programs.compiled()
-
-
-class _SplitTrainStep:
-  """The training step as two programs (``train.split_update=True``): the gradient, compiled per batch shape like
-  ``_Jitted``, and the optimizer update, compiled once (its inputs do not depend on the batch).
-
-  The same computation as ``make_train_step``'s single program, but each further bucket shape compiles only the
-  gradient. The update is no longer fused into the backward pass, so each step costs more: for the demo's
-  SlowFastSign step (no PFE, T = 92) on 2 CPU cores 12.4 s + 4.4 s once instead of 17.3 s per shape, and 0.131 s
-  instead of 0.110 s per step (docs/benchmarks.md). It pays off with many shapes and few steps.
-  The gradient program does not donate the state (the update reads it); the update donates it, so the state is
-  still updated in place.
-  """
-
-  def __init__(self, setup: Setup, accum: int, fast_compile: bool = False,
-               pool: concurrent.futures.Executor | None = None):
-    self._setup = setup
-    self._grad = _Jitted(make_grad_step(setup), setup, train=True, fast_compile=fast_compile, pool=pool, grad=True)
-    self._options = FAST_COMPILE_OPTIONS if fast_compile else None
-    self._update_fn = make_update_step(setup, accum)
-    self._lock = threading.Lock()
-    self._update = None
-    self._future = pool.submit(self._compile_update) if pool is not None else None
-
-  def _compile_update(self):
-    with self._lock:
-      if self._update is None:
-        s = self._setup
-        replicated = sharding.replicated(s.mesh)
-        jitted = jax.jit(self._update_fn,
-                         in_shardings=(s.state_shardings, s.state_shardings["params"], s.state_shardings["model_state"],
-                                       replicated),
-                         out_shardings=(s.state_shardings, replicated), donate_argnums=(0,))
-        state = self._grad._state  # pylint: disable=protected-access
-        loss = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
-        start = time.time()
-        with jax.set_mesh(s.mesh):
-          self._update = jitted.lower(state, state["params"], state["model_state"], loss).compile(
-              compiler_options=self._options)
-        if jax.process_index() == 0:
-          print(f"[compile] update step (optimizer, same for every batch shape): {time.time() - start:.1f} s",
-                flush=True)
-      return self._update
-
-  def prefetch(self, host_batch: dict, process_local: bool) -> None:
-    self._grad.prefetch(host_batch, process_local)
-
-  def has_program(self, batch) -> bool:
-    return self._grad.has_program(batch)
-
-  def __call__(self, state, batch):
-    grads, new_model_state, loss, metrics = self._grad(state, batch)
-    update = self._future.result() if self._future is not None else self._compile_update()
-    new_state, out = update(state, grads, new_model_state, loss)
-    return new_state, {**out, **metrics}
-
-  def programs(self) -> list:
-    """The gradient programs in order of first use, then the update program (once compiled)."""
-    return self._grad.programs() + ([self._update] if self._update is not None else [])
 
 
 def _shape_summary(batch) -> str:
@@ -452,10 +360,7 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
     if threads < 1:
       raise ValueError(f"train.compile_threads must be >= 1 with train.compile_ahead > 0, got {threads}")
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="compile")
-  if tcfg.get("split_update", False):
-    train_step = _SplitTrainStep(setup, accum, fast_compile=fast, pool=pool)
-  else:
-    train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast, pool=pool)
+  train_step = _Jitted(make_train_step(setup, accum), setup, train=True, fast_compile=fast, pool=pool)
   eval_step = _Jitted(make_eval_step(setup), setup, train=False, fast_compile=fast, pool=pool)
   try:
     if pool is not None:
