@@ -39,7 +39,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       # while training runs (training/compile_ahead.py); 0 = compile each program when its first batch arrives.
       # Costs `compile_ahead` batches of host memory; pays off with several bucket shapes and idle cores.
       compile_ahead=0,
-      compile_threads=2,
+      # One thread: XLA:CPU compiles already use more than one core, and two at a time on 2 cores are slower than
+      # one after the other (demo RGB step: 46 s for two in sequence, 51 s side by side; the RGB stage's first 25
+      # steps came 57 s sooner with 1 thread than with 2; docs/benchmarks.md, session 10).
+      compile_threads=1,
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -51,7 +51,7 @@ def get_config(arg=None):
   c.train.batch_size = 32
   c.train.num_epochs = 20
   c.train.eval_every_epochs = 5
-  c.train.compile_ahead = 32  # compile the other bucket shapes' steps while the first ones train (2 threads)
+  c.train.compile_ahead = 32  # compile the other bucket shapes' steps while the first ones train
   c.model.psc.final_step = 20 * (2000 // 32)
   c.loss.update(kl_warmup_steps=300, gkl_warmup_steps=300)
   c.optimizer.lr = 1e-3

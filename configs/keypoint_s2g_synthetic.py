@@ -34,7 +34,7 @@ def get_config(arg=None):
   c.train.log_every = 25
   c.train.eval_every_steps = 125
   c.train.eval_every_epochs = 0
-  c.train.compile_ahead = 32  # compile the other bucket shapes' steps while the first ones train (2 threads)
+  c.train.compile_ahead = 32  # compile the other bucket shapes' steps while the first ones train
   c.optimizer.update(lr=2e-3, weight_decay=0.0)
   c.schedule.update(name="constant", unit="step")
   c.eval.update(batch_size=40, decode="greedy", final_splits=("dev", "test"))

@@ -93,6 +93,37 @@ def test_a_failing_stage_stops_the_stages_running_beside_it(tmp_path):
   assert not (tmp_path / "slow" / stages_lib.DONE_FILE).exists()
 
 
+def _priority_stage(tmp_path, name, sleep, after=None, low=False):
+  """A stage that records its start/end times and whether it runs below normal CPU priority."""
+  out = tmp_path / f"{name}.json"
+  code = ("import json, os, sys, time; t0 = time.time(); "
+          "idle = hasattr(os, 'SCHED_IDLE') and os.sched_getscheduler(0) == os.SCHED_IDLE; "
+          f"time.sleep({sleep}); json.dump({{'low': idle or os.nice(0) > 0, 'start': t0, 'end': time.time()}}, "
+          f"open({str(out)!r}, 'w'))")
+  return stages_lib.Stage(name, [sys.executable, "-c", code], str(tmp_path / name), description=name, after=after,
+                          low_priority=low)
+
+
+def test_low_priority_stages_run_beside_the_sequence_at_idle_priority(tmp_path):
+  # a -> b is the sequence (max_parallel=1); bg reads nothing and runs beside it at low priority; after_bg reads bg
+  stages = [_priority_stage(tmp_path, "a", 1.5), _priority_stage(tmp_path, "bg", 1.0, after=(), low=True),
+            _priority_stage(tmp_path, "b", 0.5, after=("a",)),
+            _priority_stage(tmp_path, "after_bg", 0.1, after=("bg",))]
+  records = {r["name"]: r for r in stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None)}
+  seen = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "bg", "b", "after_bg")}
+  assert [seen[n]["low"] for n in ("a", "bg", "b", "after_bg")] == [False, True, False, False]
+  assert seen["bg"]["start"] < seen["a"]["end"] and seen["a"]["start"] < seen["bg"]["end"]  # beside a
+  assert seen["b"]["start"] >= seen["a"]["end"] and seen["after_bg"]["start"] >= seen["bg"]["end"]
+  assert records["bg"]["low_priority"] and not records["a"]["low_priority"]
+  assert "(low priority, beside others)" in summary_lib.markdown(summary_lib.summarise(list(records.values())))
+  # a low-priority flag is not part of the stage's identity: the re-run skips every stage
+  stages[0].low_priority = True
+  again = stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None)
+  assert [r["status"] for r in again] == ["skipped"] * 4
+  with pytest.raises(ValueError, match="max_low_priority"):
+    stages_lib.run_stages(stages, str(tmp_path), echo=lambda s: None, max_low_priority=0)
+
+
 def test_stage_inputs_must_be_listed_before(tmp_path):
   with pytest.raises(ValueError, match="not stages listed before it"):
     stages_lib.run_stages([_counting_stage(tmp_path, "a", after=("b",)), _counting_stage(tmp_path, "b")],
@@ -132,6 +163,9 @@ def test_two_stream_stage_graph(tmp_path):
                     "merge_features": ("extract_rgb", "extract_keypoint"), "g2t": ("corpus",),
                     "s2t": ("merge_features", "g2t"), "s2t_rgb": ("merge_features", "g2t"),
                     "s2t_keypoint": ("merge_features", "g2t")}
+  assert not any(s.low_priority for s in stages)  # the smoke recipe runs in sequence
+  default = {s.name: s.low_priority for s in two_stream.build_stages(recipe_synthetic.get_config(), str(tmp_path))}
+  assert [n for n, low in default.items() if low] == ["s2g_keypoint", "extract_keypoint", "g2t"]
   for stage in stages:  # every referenced stage config exists
     for arg in stage.command:
       if arg.startswith("--config="):
@@ -148,6 +182,10 @@ def test_recipe_config_errors(tmp_path):
   config = recipe_synthetic.get_config("smoke")
   config.stages.g2t.overrides = ("train.num_steps",)
   with pytest.raises(ValueError, match="key=value"):
+    two_stream.build_stages(config, str(tmp_path))
+  config = recipe_synthetic.get_config("smoke")
+  config.low_priority_stages = ("g2t", "s2g_kepyoint")
+  with pytest.raises(ValueError, match=r"unknown stages \['s2g_kepyoint'\]"):
     two_stream.build_stages(config, str(tmp_path))
 
 

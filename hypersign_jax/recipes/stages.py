@@ -9,8 +9,13 @@ stages, and the unfinished one resumes from its own checkpoints (``main.py`` tra
 changed command (e.g. an edited override) invalidates that stage and every stage that (transitively) reads it.
 
 With ``max_parallel > 1`` stages whose inputs are all finished run side by side (for machines with cores to spare:
-on 2 CPU cores two training stages side by side were measured slower than in sequence). A failing stage stops the recipe
-with its exit code and the tail of its log: stages still running are terminated (their checkpoints stay, so a
+on 2 CPU cores two training stages side by side were measured slower than in sequence). A stage marked
+``low_priority`` runs at the operating system's idle priority (Linux ``SCHED_IDLE``, elsewhere ``nice 19``) as soon
+as its inputs are finished, beside the others and outside ``max_parallel`` (at most ``max_low_priority`` at a time):
+it gets the CPU time the normal-priority stages leave unused (a training stage on 2 cores leaves ≈ 13 % idle:
+Python, data loading, synchronisation) and all of it once they are done, so stages off the critical path finish
+early without delaying the ones on it. Priority does not change what a stage computes. A failing stage stops the
+recipe with its exit code and the tail of its log: stages still running are terminated (their checkpoints stay, so a
 re-run resumes them) and nothing new starts.
 
 Output of each stage goes to ``<workdir>/logs/<stage>.log``; the console shows one line per stage and, while a
@@ -52,6 +57,8 @@ class Stage:
     description: one line for the summary.
     after: names of the stages whose outputs this one reads (they must come earlier in the list); None (default)
       = the stage just before it (none for the first), () = no inputs from other stages.
+    low_priority: run at idle OS priority beside the other stages (module docstring); not part of the command, so
+      changing it does not invalidate a finished stage.
   """
   name: str
   command: Sequence[str]
@@ -59,6 +66,25 @@ class Stage:
   results: Callable[[str], Any] | None = None
   description: str = ""
   after: Sequence[str] | None = None
+  low_priority: bool = False
+
+
+# Run in front of a low-priority stage's command: lowers the priority of its own process, then replaces itself with
+# the command (exec), so the stage and every thread and process it starts inherit the priority. (A ``preexec_fn``
+# would do the same in the forked child, but forking a process whose JAX runtime has threads risks a deadlock.)
+_LOW_PRIORITY_EXEC = """import os, sys
+try:
+  os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+  os.nice(19)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+def launch_argv(stage: Stage) -> list[str]:
+  """The argv that runs ``stage``: its command, behind the priority-lowering exec for a low-priority stage."""
+  command = list(stage.command)
+  return [sys.executable, "-c", _LOW_PRIORITY_EXEC, *command] if stage.low_priority else command
 
 
 def _marker(stage: Stage) -> dict | None:
@@ -94,7 +120,7 @@ class _Running:
     self._log = open(log_path, "ab")  # pylint: disable=consider-using-with
     self._log.write(f"\n$ {' '.join(stage.command)}\n".encode())
     self._log.flush()
-    self.proc = subprocess.Popen(list(stage.command), stdout=self._log, stderr=subprocess.STDOUT, env=env)
+    self.proc = subprocess.Popen(launch_argv(stage), stdout=self._log, stderr=subprocess.STDOUT, env=env)
     self._stop = threading.Event()
     self._echo, self._on_exit = echo, on_exit
     self._threads = [threading.Thread(target=self._heartbeat, daemon=True),
@@ -142,16 +168,19 @@ def _inputs(stages: Sequence[Stage]) -> dict[str, tuple[str, ...]]:
 
 
 def run_stages(stages: Sequence[Stage], workdir: str, *, env: dict | None = None,
-               echo: Callable[[str], None] = print, max_parallel: int = 1) -> list[dict]:
-  """Runs ``stages`` (in list order, up to ``max_parallel`` at a time once their inputs are finished), skipping
-  finished ones; returns one record per stage, in list order.
+               echo: Callable[[str], None] = print, max_parallel: int = 1, max_low_priority: int = 2) -> list[dict]:
+  """Runs ``stages`` (in list order once their inputs are finished: up to ``max_parallel`` normal-priority stages
+  and, beside them, up to ``max_low_priority`` ``low_priority`` ones at a time), skipping finished ones; returns
+  one record per stage, in list order.
 
   Record: {'name', 'description', 'status': 'done' | 'skipped', 'seconds' (of the run that produced it),
-  'started' / 'ended' (seconds since this call, for stages run now), 'results'}. Raises ``StageFailed`` on the
-  first failing stage.
+  'started' / 'ended' (seconds since this call, for stages run now), 'low_priority' (for stages run now),
+  'results'}. Raises ``StageFailed`` on the first failing stage.
   """
   if int(max_parallel) < 1:
     raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
+  if int(max_low_priority) < 1:
+    raise ValueError(f"max_low_priority must be >= 1, got {max_low_priority}")
   inputs = _inputs(stages)
   log_dir = os.path.join(workdir, "logs")
   os.makedirs(log_dir, exist_ok=True)
@@ -173,7 +202,7 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, env: dict | None = None
     echo(f"[{stage.name}] finished in {run.seconds:.0f} s")
     records[stage.name] = {"name": stage.name, "description": stage.description, "status": "done",
                            "seconds": run.seconds, "started": run.start - t0, "ended": time.time() - t0,
-                           "results": results}
+                           "low_priority": stage.low_priority, "results": results}
 
   try:
     while pending or running:
@@ -182,25 +211,29 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, env: dict | None = None
         finish(running.pop(name))
       progressed = False
       for stage in list(pending):
-        if len(running) >= max_parallel:
-          break
         if any(a not in records for a in inputs[stage.name]):
           continue  # an input is not finished yet
-        pending.remove(stage)
-        progressed = True
         marker = _marker(stage)
         stale = any(a in reran for a in inputs[stage.name])
         if marker is not None and not stale and marker.get("command") == list(stage.command):
+          pending.remove(stage)
+          progressed = True
           echo(f"[{stage.name}] done earlier ({marker.get('seconds', 0.0):.0f} s), skipped")
           records[stage.name] = {"name": stage.name, "description": stage.description, "status": "skipped",
                                  "seconds": float(marker.get("seconds", 0.0)), "results": marker.get("results")}
           continue
+        busy = sum(r.stage.low_priority == stage.low_priority for r in running.values())
+        if busy >= (max_low_priority if stage.low_priority else max_parallel):
+          continue  # its priority class is full (a stage of the other class may still start)
+        pending.remove(stage)
+        progressed = True
         if marker is not None:  # stale: its inputs or command changed
           os.remove(os.path.join(stage.directory, DONE_FILE))
         reran.add(stage.name)
         os.makedirs(stage.directory, exist_ok=True)
         log_path = os.path.join(log_dir, f"{stage.name}.log")
-        echo(f"[{stage.name}] {stage.description or ''} (log: {log_path})")
+        low = " (low priority, beside the others)" if stage.low_priority else ""
+        echo(f"[{stage.name}] {stage.description or ''}{low} (log: {log_path})")
         running[stage.name] = _Running(stage, log_path, env, echo, changed.set)
       if not progressed and running:
         changed.wait(5.0)

@@ -33,13 +33,16 @@ def summarise(records: Sequence[dict], wall_seconds: float | None = None) -> dic
   """Stage records of ``stages.run_stages`` -> {'stages': [...], 'total_seconds': float, 'wall_seconds'}.
 
   ``total_seconds`` sums the stages' own times; ``wall_seconds`` (when given) is the recipe run's wall time,
-  shorter when stages ran side by side (and short when finished stages were skipped)."""
+  shorter when stages ran side by side (and short when finished stages were skipped). A low-priority stage's time
+  is its wall time beside the others (mostly waiting for idle CPU), not what it costs alone."""
   rows = []
   for r in records:
     row = {"stage": r["name"], "description": r.get("description", ""), "status": r["status"],
            "seconds": float(r.get("seconds", 0.0)), **_metrics_line(r.get("results")), "results": r.get("results")}
     if r.get("started") is not None:
       row["started"], row["ended"] = float(r["started"]), float(r["ended"])
+    if r.get("low_priority"):
+      row["low_priority"] = True
     rows.append(row)
   out = {"stages": rows, "total_seconds": sum(r["seconds"] for r in rows)}
   if wall_seconds is not None:
@@ -54,6 +57,8 @@ def markdown(summary: dict, title: str = "Recipe summary") -> str:
     note = " (earlier run)" if r["status"] == "skipped" else ""
     if r.get("started") is not None:
       note += f" (at {r['started']:.0f}–{r['ended']:.0f})"
+    if r.get("low_priority"):
+      note += " (low priority, beside others)"
     lines.append(f"| {r['stage']} | {r['seconds']:.0f}{note} | {dev} | {r.get('test', '')} |")
   lines.append(f"| **sum of stages** | {summary['total_seconds']:.0f} | | |")
   if summary.get("wall_seconds") is not None:

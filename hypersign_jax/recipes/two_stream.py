@@ -17,7 +17,8 @@ to the user across repositories. Here every stage is a ``main.py`` (or data tool
 
 Stages are resumable (``recipes/stages.py``): a re-run skips the finished ones. Each stage waits only for the
 stages it reads (S2G-RGB, S2G-keypoint and G2T need just the corpus; the extractions their S2G run; S2T the merged
-features and G2T); ``max_parallel`` (config key) stages run at a time. Configs:
+features and G2T); ``max_parallel`` (config key) stages run at a time, and the stages named in
+``low_priority_stages`` run beside them at idle CPU priority (``max_low_priority`` at a time). Configs:
 ``configs/recipe_synthetic.py`` (``make demo``) and ``configs/recipe_phoenix2014t.py`` (needs
 ``--config.corpus.root``). Run: ``python main.py --mode recipe --config configs/recipe_synthetic.py --workdir W``.
 """
@@ -135,6 +136,13 @@ def build_stages(config, workdir: str) -> list[stages_lib.Stage]:
     for stream in STREAMS:
       out.append(_train(f"s2t_{stream}", st.s2t, workdir, features_dir, f"S2T ablation: {stream} stream only",
                         s2t_extra + [f"--config.model.streams=('{stream}',)"], s2t_after))
+  low = tuple(config.get("low_priority_stages", ()) or ())
+  unknown = sorted(set(low) - {s.name for s in out})
+  if unknown:
+    raise ValueError(f"config key 'low_priority_stages' names unknown stages {unknown}; stages: "
+                     f"{[s.name for s in out]}")
+  for stage in out:
+    stage.low_priority = stage.name in low
   return out
 
 
@@ -145,7 +153,8 @@ def run(config, workdir: str, echo: Callable[[str], None] = print) -> dict:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
   start = time.time()
   records = stages_lib.run_stages(build_stages(config, workdir), workdir, echo=echo,
-                                  max_parallel=int(config.get("max_parallel", 1)))
+                                  max_parallel=int(config.get("max_parallel", 1)),
+                                  max_low_priority=int(config.get("max_low_priority", 2)))
   wall = time.time() - start
   summary = summary_lib.summarise(records, wall_seconds=wall)
   table = summary_lib.markdown(summary, title=f"Recipe summary ({config.get('name', 'two-stream')})")

@@ -356,7 +356,7 @@ def train_and_evaluate(config, workdir: str, task: task_base.Task | None = None)
   fast = bool(tcfg.get("fast_compile", False))
   pool = None
   if ahead:
-    threads = int(tcfg.get("compile_threads", 2))
+    threads = int(tcfg.get("compile_threads", 1))
     if threads < 1:
       raise ValueError(f"train.compile_threads must be >= 1 with train.compile_ahead > 0, got {threads}")
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="compile")
