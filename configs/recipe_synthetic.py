@@ -6,14 +6,14 @@ Stages: build the synthetic 'demo' corpus -> S2G-RGB (configs/slowfastsign_synth
 (configs/keypoint_s2g_synthetic.py) -> extract both streams -> merge -> G2T (configs/g2t_synthetic.py) -> S2T
 (configs/hypersign_synthetic.py, both streams, initialised from the G2T run) -> summary table (printed, and written
 to <workdir>/summary.md). The S2G-RGB stage stops early once its dev WER is <= 8 % (``train.stop_at``), trains
-without the PFE auxiliary paths (not the paper's training; see get_config) and halves its learning rate at steps 1200
-and 1400; the keypoint stage stops at <= 6.5 %; G2T and S2T train 10 and 6 epochs (their configs' 20 are for the
-stand-alone runs), each evaluated on dev once, at its end, and S2T trains without the partial-shortcut views (see
-get_config). Stages evaluate only when it can matter
-(``train.eval_from_step``) and reuse their last dev evaluation when it is of the best checkpoint. The critical path
-(corpus -> S2G-RGB -> extract -> merge -> S2T) runs one stage at a time; S2G-keypoint, its extraction and G2T run
-beside it at idle CPU priority (``low_priority_stages``: they use the CPU time the critical path leaves unused, and
-all of it once it waits for them). ``--config.max_parallel=N`` lets independent stages share a bigger machine;
+without the PFE auxiliary paths (not the paper's training; see get_config) and halves its learning rate at steps
+1200 and 1400; the keypoint stage stops at <= 6.5 %; G2T and S2T train 10 and 6 epochs (their configs' 20 are for
+the stand-alone runs), each evaluated on dev once, at its end, and S2T trains without the partial-shortcut views
+(see get_config). Stages evaluate only when it can matter (``train.eval_from_step``) and reuse their last dev
+evaluation when it is of the best checkpoint. The critical path (corpus -> S2G-RGB -> extract -> merge -> S2T) runs
+one stage at a time; S2G-keypoint, its extraction and G2T run beside it at idle CPU priority
+(``low_priority_stages``: they use the CPU time the critical path leaves unused, and all of it once it waits for
+them). ``--config.max_parallel=N`` lets independent stages share a bigger machine;
 ``--config.low_priority_stages=()`` runs everything in sequence. A re-run skips finished stages.
 ``--config.compare_streams=True`` adds the single-stream S2T ablations;
 ``--config.stages.<stage>.overrides="('train.num_epochs=2',)"`` passes config overrides to a stage.
