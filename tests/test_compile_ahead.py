@@ -1,6 +1,7 @@
 """Compile-ahead (training/compile_ahead.py): same training, exact resume, programs compiled on pool threads."""
 import concurrent.futures
 import threading
+import time
 
 import grain
 import jax
@@ -47,13 +48,20 @@ def test_compile_ahead_trains_the_same_and_resumes_exactly(tmp_path, monkeypatch
     return real(self, batch)
 
   monkeypatch.setattr(trainer._Jitted, "_compile", spy)
+  real_dev = trainer._prefetch_eval_programs
+
+  def slow_dev(*args):  # the dev split read slowly: the first evaluation (step 5) comes before its signatures
+    time.sleep(3)
+    return real_dev(*args)
+
+  monkeypatch.setattr(trainer, "_prefetch_eval_programs", slow_dev)
   plain, ahead, part = (str(tmp_path / n) for n in ("plain", "ahead", "part"))
   trainer.train_and_evaluate(config(24, 0), plain, ShapedToy(config(24, 0)))
   assert threads and all(t == "MainThread" for t in threads)
   threads.clear()
   trainer.train_and_evaluate(config(24, 8), ahead, ShapedToy(config(24, 8)))
-  # three train signatures and the dev one, all compiled on the pool (the first 8 batches hold 2 signatures,
-  # the third is met while topping the read-ahead up)
+  # three train signatures and the dev one, each compiled once and on the pool (the first 8 batches hold 2
+  # signatures, the third is met while topping the read-ahead up; the first evaluation waits for the dev read)
   assert len(threads) == 4 and all(t.startswith("compile") for t in threads), threads
   assert losses(ahead) == losses(plain)  # bitwise: the same programs on the same batches in the same order
   # stop at step 10 with 8 batches read ahead, resume: the checkpoint holds the iterator after step 10's batch
@@ -117,3 +125,31 @@ def test_step_programs_compile_once_per_signature_and_pass_errors_on():
   assert sorted(calls) == [(1,), (2,), (3,)]
   direct = compile_ahead.StepPrograms(compile_fn, None)  # no pool: compiles on first use
   assert direct.get(b)() == (2,) and len(direct) == 1
+
+
+def test_a_program_compiling_on_the_calling_thread_is_not_compiled_again_by_a_prefetch():
+  calls, started, release = [], threading.Event(), threading.Event()
+
+  def compile_fn(batch):
+    calls.append(threading.current_thread().name)
+    if batch["x"].shape == (3,):
+      raise RuntimeError("cannot compile (3,)")
+    started.set()
+    release.wait(10)
+    return lambda: batch["x"].shape
+
+  a, bad = ({"x": jax.ShapeDtypeStruct(s, np.float32)} for s in ((1,), (3,)))
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pool") as pool:
+    programs = compile_ahead.StepPrograms(compile_fn, pool)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loop") as loop:
+      got = loop.submit(programs.get, a)  # no prefetch: compiles on the calling ("loop") thread
+      assert started.wait(10)
+      programs.prefetch(a)  # meanwhile: must not schedule a second compile
+      release.set()
+      assert got.result(10)() == (1,)
+    assert programs.get(a)() == (1,)
+    for _ in range(2):  # a failed compile is not kept: each request meets the error itself
+      with pytest.raises(RuntimeError, match="cannot compile"):
+        programs.get(bad)
+    assert bad not in programs
+  assert calls == ["loop_0", "MainThread", "MainThread"]

@@ -106,13 +106,25 @@ class StepPrograms:
     sig = sharding.batch_signature(abstract_batch)
     with self._lock:
       entry = self._programs.get(sig)
-    if entry is None:
-      entry = self._compile(abstract_batch)
+      own = entry is None
+      if own:  # registered before compiling, so a prefetch of the same signature meanwhile does not compile it again
+        entry = self._programs[sig] = concurrent.futures.Future()
+    if own:
+      try:
+        program = self._compile(abstract_batch)
+      except BaseException as e:
+        entry.set_exception(e)
+        with self._lock:  # a later request tries again (and meets the same error itself)
+          del self._programs[sig]
+        raise
+      entry.set_result(program)
     elif isinstance(entry, concurrent.futures.Future):
-      entry = entry.result()  # re-raises a compile error on the thread that needs the program
+      program = entry.result()  # re-raises a compile error on the thread that needs the program
+    else:
+      program = entry
     with self._lock:
-      self._programs[sig] = entry
-    return entry
+      self._programs[sig] = program
+    return program
 
   def __len__(self) -> int:
     return len(self._programs)

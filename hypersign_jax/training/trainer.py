@@ -198,6 +198,15 @@ class _Jitted:
     self._options = FAST_COMPILE_OPTIONS if fast_compile else None
     self._state = compile_ahead.abstract_state(setup.state, setup.state_shardings)
     self._programs = compile_ahead.StepPrograms(self._compile, pool)
+    self._scheduling: list[concurrent.futures.Future] = []
+
+  def schedule_first(self, future: concurrent.futures.Future) -> None:
+    """Makes the next call wait for ``future`` (a pool task that schedules this step's compiles) to finish first.
+
+    Without it, a call that comes before the task has scheduled its signature compiles the program itself; the
+    task then finds it in progress and skips it, but the compile has moved onto the training thread.
+    """
+    self._scheduling.append(future)
 
   def _compile(self, batch):
     s = self._setup
@@ -225,6 +234,9 @@ class _Jitted:
     return compile_ahead.abstract_global_batch(batch, self._setup.mesh, process_local=False)
 
   def __call__(self, state, batch):
+    if self._scheduling:  # failures are the task's own to report (see `_compile_ahead`)
+      concurrent.futures.wait(self._scheduling)
+      self._scheduling = []
     return self._programs.get(self._abstract(batch))(state, batch)
 
   def has_program(self, batch) -> bool:
@@ -379,6 +391,7 @@ def _compile_ahead(setup: Setup, config, train_iter, ahead: int, train_step: _Ji
       sharding.split_host_fields(b)[0] for b in train_iter.fill(ahead)):
     train_step.prefetch(batch, process_local=True)
   future = pool.submit(_prefetch_eval_programs, setup, eval_step, "dev", config.eval.batch_size)
+  eval_step.schedule_first(future)  # the first evaluation finds the dev compiles scheduled, never starts its own
   # A failure here is not fatal (the evaluation compiles on demand and meets the same error itself): say so.
   future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or logging.warning(
       "compile-ahead of the dev programs failed (they compile on first use): %r", f.exception()))
