@@ -6,7 +6,7 @@ loop up. Here the trainer reads ``train.compile_ahead`` batches ahead (``Lookahe
 compiles every new batch signature among them on ``train.compile_threads`` background threads while the loop
 trains on the programs already compiled. The dev split is read once on a pool thread for its signatures
 (``trainer._prefetch_eval_programs``), so the first evaluation does not wait for its compiles either (it waits
-only for that read, if it comes first, so that no program is compiled on the training thread).
+only for that read when it comes before the read has finished, so no program compiles on the training thread).
 
 Reading ahead does not change what is trained: the batches come out in the same order, and ``Lookahead``'s
 iterator state is the wrapped iterator's state after the last batch handed out (not after the last one read), so
