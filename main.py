@@ -2,6 +2,7 @@
 
   python main.py --config configs/toy_regression.py:smoke --workdir /tmp/w            # train (resumes if possible)
   python main.py --config configs/toy_regression.py --workdir /tmp/w --mode eval      # evaluate the best checkpoint
+  python main.py --config configs/x.py --workdir W --mode eval --average_last 5      # ... the last 5 kept, averaged
   python main.py --config configs/x.py --workdir W --config.train.batch_size=4        # override a config field
   python main.py --config configs/keypoint_s2g_synthetic.py --workdir W --mode extract  # S2G features -> dataset
   python main.py --config configs/recipe_synthetic.py --workdir W --mode recipe       # S2G -> extract -> G2T -> S2T
@@ -29,6 +30,8 @@ _MODE = flags.DEFINE_enum("mode", "train", MODES, "train: train (resuming from w
                           "(config keys extract.*, hypersign_jax/extraction.py); recipe: run a multi-stage recipe config "
                           "(configs/recipe_*.py), each stage a subprocess, finished stages skipped on re-run.")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "--mode eval: evaluate this kept checkpoint instead of the best.")
+_AVERAGE = flags.DEFINE_integer("average_last", 0, "--mode eval: evaluate the mean weights of the N newest kept "
+                                "checkpoints (up to --checkpoint_step if given) instead of one checkpoint.")
 _SPLITS = flags.DEFINE_list("splits", None, "--mode eval: splits to evaluate (default: the config's eval.final_splits).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "env", ("env", "auto", "off"), "Multi-process JAX (hypersign_jax/training/distributed.py): env = "
@@ -130,7 +133,13 @@ def main(argv: list[str]) -> None:
     except (FileNotFoundError, ValueError) as e:  # no checkpoint, missing split, bad extract.* keys
       _fail(" ".join(str(e).split()))
   else:
-    results = trainer.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value, splits=_SPLITS.value)
+    if _AVERAGE.value < 0:
+      _fail(f"--average_last must be >= 0, got {_AVERAGE.value}")
+    try:
+      results = trainer.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value, splits=_SPLITS.value,
+                                            average_last=_AVERAGE.value)
+    except FileNotFoundError as e:  # no such checkpoint, too few kept to average
+      _fail(" ".join(str(e).split()))
   print(json.dumps(results, indent=2, default=float))
 
 

@@ -107,6 +107,49 @@ def test_eval_mode_matches_final_evaluation(tmp_path):
     trainer.evaluate_checkpoint(c, str(tmp_path), step=7)
 
 
+def test_eval_mode_averages_the_last_kept_checkpoints(tmp_path):
+  c = small_config(num_steps=20, eval_every_steps=10, checkpoint_every_steps=5, keep_checkpoints=3)
+  trainer.train_and_evaluate(c, str(tmp_path))
+  setup = trainer.build(c)
+  ckpts = checkpointing.Checkpoints(str(tmp_path), keep=3)
+  assert ckpts.kept_steps() == [10, 15, 20]
+  eval_step = trainer._Jitted(trainer.make_eval_step(setup), setup, train=False)
+
+  def dev_mse_of_mean(steps):  # the mean taken independently, in NumPy
+    states = [ckpts.restore("latest", setup.state, step=s)[0] for s in steps]
+    def mean(key):  # parameters and BatchNorm statistics
+      return jax.tree.map(lambda *xs: jnp.asarray(np.mean(np.stack([np.asarray(x) for x in xs]), axis=0)),
+                          *(st[key] for st in states))
+    state = dict(states[-1], params=mean("params"), model_state=mean("model_state"))
+    return trainer.evaluate(setup, eval_step, state, "dev", c.eval.batch_size, None)["mse"]
+
+  got = trainer.evaluate_checkpoint(c, str(tmp_path), splits=["dev"], average_last=2)
+  assert got["averaged_steps"] == [15, 20] and got["step"] == 20
+  assert got["dev"]["mse"] == pytest.approx(dev_mse_of_mean([15, 20]), rel=1e-5)
+  single = {s: trainer.evaluate_checkpoint(c, str(tmp_path), step=s, splits=["dev"])["dev"]["mse"] for s in (15, 20)}
+  assert all(abs(got["dev"]["mse"] - v) > 1e-4 * v for v in single.values())  # not one of the two
+  upto = trainer.evaluate_checkpoint(c, str(tmp_path), step=15, splits=["dev"], average_last=2)
+  assert upto["averaged_steps"] == [10, 15]
+  assert upto["dev"]["mse"] == pytest.approx(dev_mse_of_mean([10, 15]), rel=1e-5)
+  with pytest.raises(FileNotFoundError, match=r"cannot average the last 4 checkpoints: 3 kept"):
+    trainer.evaluate_checkpoint(c, str(tmp_path), average_last=4)
+  with pytest.raises(FileNotFoundError, match=r"2 kept .* up to step 15"):
+    trainer.evaluate_checkpoint(c, str(tmp_path), step=15, average_last=3)
+
+
+def test_average_weights_keeps_the_last_states_other_leaves():
+  states = [{"params": {"w": jnp.full((2,), v, jnp.bfloat16)}, "model_state": {"n": jnp.array(int(v)),
+                                                                              "mean": jnp.array([v])},
+             "step": jnp.array(int(v))} for v in (1.0, 2.0, 4.0)]
+  out = checkpointing.average_weights(states)
+  assert out["params"]["w"].dtype == jnp.bfloat16 and np.allclose(np.asarray(out["params"]["w"], np.float32), 7 / 3,
+                                                                    rtol=1e-2)
+  assert float(out["model_state"]["mean"][0]) == pytest.approx(7 / 3)
+  assert int(out["model_state"]["n"]) == 4 and int(out["step"]) == 4
+  with pytest.raises(ValueError, match="at least one"):
+    checkpointing.average_weights([])
+
+
 def test_best_checkpoint_is_kept_by_metric(tmp_path):
   c = small_config(num_steps=40, eval_every_steps=5, keep_checkpoints=1)
   trainer.train_and_evaluate(c, str(tmp_path))

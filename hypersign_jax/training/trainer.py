@@ -480,11 +480,30 @@ def _loop(config, workdir, setup: Setup, state, start: int, meta: dict, train_it
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=None,
-                        task: task_base.Task | None = None) -> dict:
-  """``--mode eval``: the best checkpoint of ``workdir`` (or the latest-kept one at ``step``) on each split."""
+                        task: task_base.Task | None = None, average_last: int = 0) -> dict:
+  """``--mode eval``: the best checkpoint of ``workdir`` (or the latest-kept one at ``step``) on each split.
+
+  ``average_last`` = N > 1 evaluates instead the mean weights (``checkpointing.average_weights``) of the N newest
+  checkpoints kept under 'latest' (those up to ``step`` if given); keep enough of them while training with
+  ``train.keep_checkpoints`` and ``train.checkpoint_every_steps``.
+  """
+  if average_last < 0:
+    raise ValueError(f"average_last must be >= 0, got {average_last}")
   setup = build(config, task)
   ckpts = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  if step is None:
+  averaged = []
+  if average_last > 1:
+    kept = [s for s in ckpts.kept_steps() if step is None or s <= step]
+    if len(kept) < average_last:
+      raise FileNotFoundError(
+          f"cannot average the last {average_last} checkpoints: {len(kept)} kept in {workdir}/checkpoints/latest"
+          f"{'' if step is None else f' up to step {step}'} ({kept}); train with a larger train.keep_checkpoints "
+          f"and train.checkpoint_every_steps")
+    averaged = kept[-average_last:]
+    states = [ckpts.restore("latest", setup.state, step=s)[0] for s in averaged]
+    state, step = checkpointing.average_weights(states), averaged[-1]
+    del states
+  elif step is None:
     state, _, step = ckpts.restore("best", setup.state)
   else:
     state, _, step = ckpts.restore("latest", setup.state, step=step)
@@ -493,4 +512,4 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=No
   for split in splits or config.eval.final_splits:
     results[split] = evaluate(setup, eval_step, state, split, config.eval.batch_size, workdir)
   ckpts.close()
-  return {"step": step, **results}
+  return {"step": step, **({"averaged_steps": averaged} if averaged else {}), **results}
