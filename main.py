@@ -31,7 +31,8 @@ _MODE = flags.DEFINE_enum("mode", "train", MODES, "train: train (resuming from w
                           "(configs/recipe_*.py), each stage a subprocess, finished stages skipped on re-run.")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "--mode eval: evaluate this kept checkpoint instead of the best.")
 _AVERAGE = flags.DEFINE_integer("average_last", 0, "--mode eval: evaluate the mean weights of the N newest kept "
-                                "checkpoints (up to --checkpoint_step if given) instead of one checkpoint.")
+                                "checkpoints (up to --checkpoint_step if given) instead of one checkpoint.",
+                                lower_bound=0)
 _SPLITS = flags.DEFINE_list("splits", None, "--mode eval: splits to evaluate (default: the config's eval.final_splits).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "env", ("env", "auto", "off"), "Multi-process JAX (hypersign_jax/training/distributed.py): env = "
@@ -133,8 +134,6 @@ def main(argv: list[str]) -> None:
     except (FileNotFoundError, ValueError) as e:  # no checkpoint, missing split, bad extract.* keys
       _fail(" ".join(str(e).split()))
   else:
-    if _AVERAGE.value < 0:
-      _fail(f"--average_last must be >= 0, got {_AVERAGE.value}")
     try:
       results = trainer.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value, splits=_SPLITS.value,
                                             average_last=_AVERAGE.value)

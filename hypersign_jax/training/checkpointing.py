@@ -19,11 +19,14 @@ the metadata and commits the step directory after a barrier). ``workdir`` must b
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+
+_WEIGHT_KEYS = ("params", "model_state")  # the parts of a train state `average_weights` averages
 
 
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
@@ -87,25 +90,32 @@ class Checkpoints:
     self.best.close()
 
 
-def average_weights(states: Sequence[dict]) -> dict:
+def average_weights(states: Iterable[dict]) -> dict:
   """The last of ``states`` with its weights replaced by their element-wise mean over all of them.
 
   Weights are the floating-point leaves of ``params`` and ``model_state`` (BatchNorm running statistics are
   averaged like the parameters); everything else (optimizer state, step, RNG, integer counters) is the last
-  state's. The mean is taken in float32 and cast back to each leaf's dtype. Checkpoint averaging of the last few
-  epochs' weights is a common last step in neural machine translation.
+  state's. The mean is a float32 running sum, cast back to each leaf's dtype; ``states`` may be a generator, so
+  only one state and the sum are held at a time (full train states hold the optimizer's moments too). Checkpoint
+  averaging of the last few epochs' weights is a common last step in neural machine translation.
   """
-  if not states:
+  def is_float(x):
+    return jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+
+  def add(total, x):
+    return total + jnp.asarray(x, jnp.float32) if is_float(x) else x
+
+  total, last, count = None, None, 0
+  for state in states:
+    weights = {key: state[key] for key in _WEIGHT_KEYS}
+    if total is None:
+      total = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32) if is_float(x) else x, weights)
+    else:
+      total = jax.tree.map(add, total, weights)
+    last, count = state, count + 1
+  if last is None:
     raise ValueError("average_weights needs at least one state")
-
-  def mean(*leaves):
-    last = leaves[-1]
-    if not jnp.issubdtype(jnp.asarray(last).dtype, jnp.floating):
-      return last
-    total = sum(jnp.asarray(x, jnp.float32) for x in leaves)
-    return (total / len(leaves)).astype(last.dtype)
-
-  out = dict(states[-1])
-  for key in ("params", "model_state"):
-    out[key] = jax.tree.map(mean, *(s[key] for s in states))
+  out = dict(last)
+  for key in _WEIGHT_KEYS:
+    out[key] = jax.tree.map(lambda t, x: (t / count).astype(x.dtype) if is_float(x) else x, total[key], last[key])
   return out

@@ -500,9 +500,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=No
           f"{'' if step is None else f' up to step {step}'} ({kept}); train with a larger train.keep_checkpoints "
           f"and train.checkpoint_every_steps")
     averaged = kept[-average_last:]
-    states = [ckpts.restore("latest", setup.state, step=s)[0] for s in averaged]
-    state, step = checkpointing.average_weights(states), averaged[-1]
-    del states
+    state = checkpointing.average_weights(ckpts.restore("latest", setup.state, step=s)[0] for s in averaged)
+    step = averaged[-1]
   elif step is None:
     state, _, step = ckpts.restore("best", setup.state)
   else:
