@@ -30,8 +30,8 @@ _MODE = flags.DEFINE_enum("mode", "train", MODES, "train: train (resuming from w
                           "(config keys extract.*, hypersign_jax/extraction.py); recipe: run a multi-stage recipe config "
                           "(configs/recipe_*.py), each stage a subprocess, finished stages skipped on re-run.")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "--mode eval: evaluate this kept checkpoint instead of the best.")
-_AVERAGE = flags.DEFINE_integer("average_last", 0, "--mode eval: evaluate the mean weights of the N newest kept "
-                                "checkpoints (up to --checkpoint_step if given) instead of one checkpoint.",
+_AVERAGE = flags.DEFINE_integer("average_last", 0, "--mode eval: N >= 2 evaluates the mean weights of the N newest "
+                                "kept checkpoints (up to --checkpoint_step if given) instead of one checkpoint.",
                                 lower_bound=0)
 _SPLITS = flags.DEFINE_list("splits", None, "--mode eval: splits to evaluate (default: the config's eval.final_splits).")
 _DISTRIBUTED = flags.DEFINE_enum(

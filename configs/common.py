@@ -27,7 +27,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       log_every=50,
       eval_every_steps=0,       # evaluate on dev every N steps ...
       eval_every_epochs=1,      # ... or every N epochs (used when eval_every_steps = 0)
-      eval_from_step=0,         # no dev evaluation before this step (the last step is always evaluated)
+      eval_from_step=0,         # no dev evaluation before this step (the last step is always evaluated) ...
+      eval_from_epochs=0.0,     # ... or this many epochs (used when eval_from_step = 0)
       checkpoint_every_steps=0,  # extra checkpoints between evaluations (0 = only at evaluations / the end)
       keep_checkpoints=2,
       max_bad_steps=30,         # stop after this many steps with a non-finite loss/gradient (skipped, counted)

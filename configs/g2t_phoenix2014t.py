@@ -124,7 +124,7 @@ def get_config(arg=None):
     c.train.num_epochs = 35
     c.schedule.total = 35
     c.train.eval_every_epochs = 1            # model selection on dev BLEU-4 after every epoch ...
-    c.train.eval_from_step = 15 * 221        # ... from epoch 15 (221 steps per epoch: 7096 sentences, batch 32)
+    c.train.eval_from_epochs = 15            # ... from epoch 15
     c.train.keep_checkpoints = 21            # every evaluated epoch stays, for --mode eval --average_last
   elif variant == "cpu":
     c.model.update(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,

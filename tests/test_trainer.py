@@ -207,4 +207,18 @@ def test_eval_from_step_and_reused_final_dev_evaluation(tmp_path, monkeypatch):
   assert again["dev"]["mse"] == pytest.approx(final["dev"]["mse"], rel=1e-6)
   with pytest.raises(ValueError, match="eval_from_step"):
     trainer.train_and_evaluate(small_config(num_steps=2, eval_from_step=-1), str(tmp_path / "bad"))
+  with pytest.raises(ValueError, match="eval_from_epochs"):
+    trainer.train_and_evaluate(small_config(num_steps=2, eval_from_epochs=-1.0), str(tmp_path / "bad2"))
+
+
+def test_eval_from_epochs_counts_in_the_tasks_epochs(tmp_path):
+  c = small_config(num_steps=30, eval_every_steps=4, eval_from_epochs=1.5)
+  assert trainer.build(c).steps_per_epoch == 16  # the toy task: so epoch 1.5 is step 24
+  trainer.train_and_evaluate(c, str(tmp_path))
+  dev = sorted(e["step"] for e in train_logging.read_metrics(str(tmp_path)) if e["split"] == "dev")
+  assert dev == [24, 28, 30]  # none before epoch 1.5; the last step always
+  c = small_config(num_steps=30, eval_every_steps=4, eval_from_epochs=1.5, eval_from_step=8)
+  trainer.train_and_evaluate(c, str(tmp_path / "steps"))
+  dev = sorted(e["step"] for e in train_logging.read_metrics(str(tmp_path / "steps")) if e["split"] == "dev")
+  assert dev == [8, 12, 16, 20, 24, 28, 30]  # train.eval_from_step, when set, wins
 

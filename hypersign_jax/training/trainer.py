@@ -1,7 +1,7 @@
 """The one generic training loop, used by every task.
 
 Sections, top to bottom: build (mesh, model, optimizer, shardings) -> the jitted train and eval steps -> restore
--> the loop (log, evaluate from ``train.eval_from_step`` on, checkpoint, stop on repeated non-finite losses or
+-> the loop (log, evaluate from ``train.eval_from_step`` / ``eval_from_epochs`` on, checkpoint, stop on repeated non-finite losses or
 early: a dev target reached or no new best for a number of evaluations) -> final evaluation of the best checkpoint
 (its dev metrics reused when it is the state the loop evaluated last).
 
@@ -405,9 +405,11 @@ def _loop(config, workdir, setup: Setup, state, start: int, meta: dict, train_it
   metric_key = task.best_metric
 
   eval_every = tcfg.eval_every_steps or (tcfg.eval_every_epochs * setup.steps_per_epoch)
-  eval_from = int(tcfg.get("eval_from_step", 0) or 0)
-  if eval_from < 0:
-    raise ValueError(f"train.eval_from_step must be >= 0, got {eval_from}")
+  from_step, from_epochs = tcfg.get("eval_from_step", 0) or 0, tcfg.get("eval_from_epochs", 0) or 0
+  if from_step < 0 or from_epochs < 0:
+    raise ValueError(f"train.eval_from_step and train.eval_from_epochs must be >= 0, got {from_step} and "
+                     f"{from_epochs}")
+  eval_from = int(from_step or round(from_epochs * setup.steps_per_epoch))
   ckpt_every = tcfg.checkpoint_every_steps
   last_dev = None  # (step, metrics) of the latest dev evaluation of this run
   bar = train_logging.progress(setup.num_steps, initial=start, desc="train", enabled=is_main)
